@@ -1,0 +1,264 @@
+//! The call table: every CUDA call the shim ships to the worker.
+//!
+//! Streams are not body fields: a call's stream travels in the frame
+//! header's ordering key (`key`), which is what the worker orders by. Codes
+//! `0x0100..` are calls; codes below `0x0100` are control frames
+//! (see [`control`](crate::control)).
+
+use crate::error::FieldError;
+use crate::field::{
+    Blob, DevicePtr, EventHandle, Field, FunctionHandle, ModuleHandle, Payload, Reader, Slots,
+    StreamHandle, MAX_INLINE_BYTES,
+};
+
+/// Bound on the opaque payload of [`AsyncNop`] (bench filler).
+pub const MAX_ASYNC_NOP_BYTES: u32 = 64;
+/// Bound on device and function names.
+pub const MAX_NAME_BYTES: u32 = 256;
+/// Bound on a launch's packed parameter bytes (CUDA's classic 4 KiB limit).
+pub const MAX_PARAM_BYTES: u32 = 4096;
+/// Bound on the number of parameters in an argument layout.
+pub const MAX_PARAMS: u16 = 256;
+
+/// Where a device-to-host copy's bytes should come back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dest {
+    /// Inline in the reply body (at most [`MAX_INLINE_BYTES`]).
+    Inline,
+    /// Written into the shared arena at this byte offset.
+    Arena {
+        /// Byte offset in the arena.
+        offset: u64,
+    },
+}
+
+impl<'a> Field<'a> for Dest {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match *self {
+            Dest::Inline => out.push(0),
+            Dest::Arena { offset } => {
+                out.push(1);
+                offset.encode(out);
+            }
+        }
+    }
+    fn decode(r: &mut Reader<'a>) -> Result<Self, FieldError> {
+        match u8::decode(r)? {
+            0 => Ok(Dest::Inline),
+            1 => Ok(Dest::Arena {
+                offset: u64::decode(r)?,
+            }),
+            tag => Err(FieldError::BadTag { tag }),
+        }
+    }
+    #[cfg(feature = "sim")]
+    fn generate(g: &mut crate::sim::Gen<'a>) -> Self {
+        if g.u64() % 2 == 0 {
+            Dest::Inline
+        } else {
+            Dest::Arena { offset: g.u64() }
+        }
+    }
+}
+
+/// Element width of a memset (`cuMemsetD8/D16/D32`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemsetWidth {
+    /// 8-bit elements.
+    D8,
+    /// 16-bit elements.
+    D16,
+    /// 32-bit elements.
+    D32,
+}
+
+impl<'a> Field<'a> for MemsetWidth {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(match self {
+            MemsetWidth::D8 => 1,
+            MemsetWidth::D16 => 2,
+            MemsetWidth::D32 => 4,
+        });
+    }
+    fn decode(r: &mut Reader<'a>) -> Result<Self, FieldError> {
+        match u8::decode(r)? {
+            1 => Ok(MemsetWidth::D8),
+            2 => Ok(MemsetWidth::D16),
+            4 => Ok(MemsetWidth::D32),
+            tag => Err(FieldError::BadTag { tag }),
+        }
+    }
+    #[cfg(feature = "sim")]
+    fn generate(g: &mut crate::sim::Gen<'a>) -> Self {
+        match g.u64() % 3 {
+            0 => MemsetWidth::D8,
+            1 => MemsetWidth::D16,
+            _ => MemsetWidth::D32,
+        }
+    }
+}
+
+call_table! {
+    /// Null synchronous call (round-trip benchmark).
+    0x0101 Nop: Sync {} -> NopReply {};
+    /// Null asynchronous call with a small opaque payload (throughput bench).
+    0x0102 AsyncNop<'a>: Async { payload: Blob<'a, MAX_ASYNC_NOP_BYTES> };
+
+    /// `cuDeviceGetCount`.
+    0x0110 DeviceGetCount: Sync {} -> DeviceCount { count: u32 };
+    /// `cuDeviceGetAttribute`.
+    0x0111 DeviceGetAttribute: Sync {
+        /// Device ordinal.
+        device: u32,
+        /// `CUdevice_attribute` enum value.
+        attribute: u32,
+    } -> DeviceAttribute { value: i32 };
+    /// `cuDeviceGetName`.
+    0x0112 DeviceGetName: Sync { device: u32 } -> DeviceName<'a> {
+        name: Blob<'a, MAX_NAME_BYTES>,
+    };
+    /// `cuDeviceTotalMem`.
+    0x0113 DeviceTotalMem: Sync { device: u32 } -> DeviceTotalMemReply { bytes: u64 };
+    /// `cuDeviceGetUuid`.
+    0x0114 DeviceGetUuid: Sync { device: u32 } -> DeviceUuid { uuid: [u8; 16] };
+    /// `cuMemGetInfo`.
+    0x0115 MemGetInfo: Sync {} -> MemInfo { free: u64, total: u64 };
+
+    /// `cuMemAlloc`.
+    0x0120 MemAlloc: Sync { bytes: u64 } -> MemAllocReply { ptr: DevicePtr };
+    /// `cuMemFree`.
+    0x0121 MemFree: Sync { ptr: DevicePtr } -> MemFreeReply {};
+    /// `cuMemcpyHtoD`.
+    0x0122 MemcpyHtoD<'a>: Sync { dst: DevicePtr, src: Payload<'a> } -> MemcpyHtoDReply {};
+    /// `cuMemcpyHtoDAsync`.
+    0x0123 MemcpyHtoDAsync<'a>: Async { dst: DevicePtr, src: Payload<'a> };
+    /// `cuMemcpyDtoH`; the reply carries the bytes inline or names the
+    /// arena region they were written to.
+    0x0124 MemcpyDtoH: Sync { src: DevicePtr, len: u64, dst: Dest } -> MemcpyDtoHReply<'a> {
+        data: Payload<'a>,
+    };
+    /// `cuMemcpyDtoHAsync`; async results can only land in the arena.
+    0x0125 MemcpyDtoHAsync: Async { src: DevicePtr, len: u64, arena_offset: u64 };
+    /// `cuMemcpyDtoD`.
+    0x0126 MemcpyDtoD: Sync { dst: DevicePtr, src: DevicePtr, len: u64 } -> MemcpyDtoDReply {};
+    /// `cuMemcpyDtoDAsync`.
+    0x0127 MemcpyDtoDAsync: Async { dst: DevicePtr, src: DevicePtr, len: u64 };
+    /// `cuMemsetD8/D16/D32`.
+    0x0128 Memset: Sync { dst: DevicePtr, width: MemsetWidth, value: u32, count: u64 }
+        -> MemsetReply {};
+    /// `cuMemsetD8/D16/D32Async`.
+    0x0129 MemsetAsync: Async { dst: DevicePtr, width: MemsetWidth, value: u32, count: u64 };
+
+    /// `cuModuleLoadData` with the image inline, keyed by its content hash
+    /// so the worker can cache it.
+    0x0130 ModuleLoad<'a>: Sync {
+        /// SHA-256 (or other 32-byte digest) of `image`.
+        hash: [u8; 32],
+        image: Blob<'a, MAX_INLINE_BYTES>,
+    } -> ModuleLoaded { module: ModuleHandle };
+    /// Load a module the worker already cached; misses with
+    /// `CUDA_ERROR_NOT_FOUND`, after which the shim sends [`ModuleLoad`].
+    0x0131 ModuleLoadByHash: Sync { hash: [u8; 32] } -> ModuleLoadedByHash { module: ModuleHandle };
+    /// `cuModuleUnload`.
+    0x0132 ModuleUnload: Sync { module: ModuleHandle } -> ModuleUnloadReply {};
+    /// `cuModuleGetFunction`, also returning the kernel's argument layout so
+    /// the shim can pack launch parameters.
+    0x0133 FunctionLookup<'a>: Sync { module: ModuleHandle, name: Blob<'a, MAX_NAME_BYTES> }
+        -> FunctionInfo<'a> {
+            function: FunctionHandle,
+            /// (offset, size) of each parameter in the packed buffer.
+            params: Slots<'a, MAX_PARAMS>,
+        };
+    /// `cuLaunchKernel` with parameters packed per the argument layout.
+    0x0134 Launch<'a>: Async {
+        function: FunctionHandle,
+        grid: [u32; 3],
+        block: [u32; 3],
+        shared_mem_bytes: u32,
+        params: Blob<'a, MAX_PARAM_BYTES>,
+    };
+
+    /// `cuStreamCreateWithPriority`; the new handle is in the reply.
+    0x0140 StreamCreate: Sync { flags: u32, priority: i32 } -> StreamCreated { stream: StreamHandle };
+    /// `cuStreamDestroy` of the stream in the header key.
+    0x0141 StreamDestroy: Sync {} -> StreamDestroyReply {};
+    /// `cuStreamQuery`; "still running" is `CUDA_ERROR_NOT_READY`.
+    0x0142 StreamQuery: Sync {} -> StreamQueryReply {};
+    /// `cuStreamSynchronize`.
+    0x0143 StreamSynchronize: Sync {} -> StreamSynchronizeReply {};
+    /// `cuStreamWaitEvent`.
+    0x0144 StreamWaitEvent: Async { event: EventHandle, flags: u32 };
+
+    /// `cuEventCreate`.
+    0x0150 EventCreate: Sync { flags: u32 } -> EventCreated { event: EventHandle };
+    /// `cuEventRecord` on the stream in the header key.
+    0x0151 EventRecord: Async { event: EventHandle };
+    /// `cuEventQuery`; "not yet" is `CUDA_ERROR_NOT_READY`.
+    0x0152 EventQuery: Sync { event: EventHandle } -> EventQueryReply {};
+    /// `cuEventSynchronize`.
+    0x0153 EventSynchronize: Sync { event: EventHandle } -> EventSynchronizeReply {};
+    /// `cuEventDestroy`.
+    0x0154 EventDestroy: Sync { event: EventHandle } -> EventDestroyReply {};
+    /// `cuEventElapsedTime`, in nanoseconds (the shim converts to ms).
+    0x0155 EventElapsed: Sync { start: EventHandle, end: EventHandle }
+        -> EventElapsedReply { elapsed_ns: u64 };
+
+    /// `cuCtxSynchronize`.
+    0x0160 CtxSynchronize: Sync {} -> CtxSynchronizeReply {};
+
+    /// `cuDriverGetVersion`, answered by the shim.
+    0x01f0 DriverGetVersion: Local {} -> DriverVersion { version: i32 };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Message;
+
+    #[test]
+    fn codes_unique_and_in_call_range() {
+        let mut codes: Vec<u16> = CALL_TABLE.iter().map(|c| c.code).collect();
+        assert!(codes.iter().all(|&c| c >= crate::control::FIRST_CALL_CODE));
+        codes.sort_unstable();
+        let n = codes.len();
+        codes.dedup();
+        assert_eq!(codes.len(), n, "duplicate call code");
+    }
+
+    #[test]
+    fn async_nop_is_small() {
+        let mut out = Vec::new();
+        AsyncNop {
+            payload: Blob(&[0; 28]),
+        }
+        .encode_body(&mut out);
+        // 32-byte header + 32-byte body = the bench's 64-byte async call.
+        assert_eq!(crate::HEADER_BYTES + out.len(), 64);
+    }
+
+    #[test]
+    fn unknown_kind_is_typed() {
+        assert_eq!(
+            Call::decode(0x7777, &[]),
+            Err(crate::DecodeError::UnknownKind { kind: 0x7777 })
+        );
+        assert_eq!(
+            Reply::decode(AsyncNop::CODE, &[]),
+            Err(crate::DecodeError::UnknownKind {
+                kind: AsyncNop::CODE
+            })
+        );
+    }
+
+    #[test]
+    fn trailing_bytes_rejected() {
+        let err = Call::decode(Nop::CODE, &[0]).unwrap_err();
+        assert_eq!(
+            err,
+            crate::DecodeError::TrailingBytes {
+                kind: Nop::CODE,
+                extra: 1
+            }
+        );
+    }
+}
