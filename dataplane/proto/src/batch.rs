@@ -6,6 +6,10 @@
 //! still accepting frames; sealing it records its end offset. Memory is
 //! reused: the buffer is cleared once fully drained and compacted when the
 //! sent prefix dominates, so the steady state allocates nothing.
+//!
+//! A batch may end in a frame that announces a trailer (bytes the driver
+//! sends right after the batch, outside any frame); the queue remembers it
+//! per batch so the connection can demand it when the batch is taken.
 
 use std::collections::VecDeque;
 
@@ -13,14 +17,24 @@ use std::collections::VecDeque;
 /// more than half of it), they are compacted away.
 const COMPACT_BYTES_MIN: usize = 64 << 10;
 
+/// The trailer owed right after a sealed batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchTrailer {
+    /// Sequence number of the call announcing it (the batch's last frame).
+    pub id: u64,
+    /// Trailer length in bytes (positive).
+    pub len: u64,
+}
+
 /// Outgoing frames, grouped into sealed batches plus one open batch.
 #[derive(Debug, Default)]
 pub struct TxQueue {
     buf: Vec<u8>,
     /// Start of the first byte not yet handed out.
     head: usize,
-    /// End offsets of sealed batches, oldest first.
-    sealed: VecDeque<usize>,
+    /// End offsets of sealed batches (and the trailer owed after each),
+    /// oldest first.
+    sealed: VecDeque<(usize, Option<BatchTrailer>)>,
     /// Start of the open batch (== end of the last sealed batch).
     open_start: usize,
     /// Frames in the open batch.
@@ -60,9 +74,26 @@ impl TxQueue {
         if end == self.open_start {
             return;
         }
-        self.sealed.push_back(end);
+        self.sealed.push_back((end, None));
         self.open_start = end;
         self.open_frames -= frames_sealed;
+    }
+
+    /// Seals the whole open batch, whose last frame announces `trailer`:
+    /// nothing can be appended behind that frame in this batch.
+    pub fn seal_with_trailer(&mut self, trailer: BatchTrailer) {
+        debug_assert!(self.open_frames > 0 && trailer.len > 0);
+        self.seal();
+        if let Some(last) = self.sealed.back_mut() {
+            debug_assert!(last.1.is_none(), "batch already ends in a trailer");
+            last.1 = Some(trailer);
+        }
+    }
+
+    /// The trailer owed after the oldest sealed batch, if any.
+    #[must_use]
+    pub fn front_trailer(&self) -> Option<BatchTrailer> {
+        self.sealed.front().and_then(|s| s.1)
     }
 
     /// Seals the whole open batch (no-op when empty).
@@ -82,7 +113,7 @@ impl TxQueue {
     /// Appends the oldest sealed batch to `out`; returns its length.
     #[inline]
     pub fn pop_batch(&mut self, out: &mut Vec<u8>) -> Option<usize> {
-        let end = self.sealed.pop_front()?;
+        let (end, _) = self.sealed.pop_front()?;
         debug_assert!(end > self.head);
         out.extend_from_slice(&self.buf[self.head..end]);
         let n = end - self.head;
@@ -94,13 +125,13 @@ impl TxQueue {
     /// The oldest sealed batch, without removing it (zero-copy send).
     #[must_use]
     pub fn peek_batch(&self) -> Option<&[u8]> {
-        let end = *self.sealed.front()?;
+        let (end, _) = *self.sealed.front()?;
         Some(&self.buf[self.head..end])
     }
 
     /// Removes the oldest sealed batch after [`TxQueue::peek_batch`].
     pub fn advance_batch(&mut self) {
-        if let Some(end) = self.sealed.pop_front() {
+        if let Some((end, _)) = self.sealed.pop_front() {
             self.head = end;
             self.reclaim();
         }
@@ -124,7 +155,7 @@ impl TxQueue {
         } else if self.head >= COMPACT_BYTES_MIN && self.head * 2 > self.buf.len() {
             let shift = self.head;
             self.buf.drain(..shift);
-            for end in &mut self.sealed {
+            for (end, _) in &mut self.sealed {
                 *end -= shift;
             }
             self.open_start -= shift;
@@ -135,7 +166,28 @@ impl TxQueue {
 
 #[cfg(test)]
 mod tests {
-    use super::TxQueue;
+    use super::{BatchTrailer, TxQueue};
+
+    #[test]
+    fn trailer_stays_with_its_batch() {
+        let mut q = TxQueue::default();
+        q.buf().extend_from_slice(b"aa");
+        q.frame_added();
+        let t = BatchTrailer { id: 7, len: 100 };
+        q.seal_with_trailer(t);
+        q.buf().extend_from_slice(b"b");
+        q.frame_added();
+        q.seal();
+        assert_eq!(q.front_trailer(), Some(t));
+        assert_eq!(
+            q.peek_batch(),
+            Some(&b"aa"[..]),
+            "nothing appended behind it"
+        );
+        q.advance_batch();
+        assert_eq!(q.front_trailer(), None);
+        assert_eq!(q.peek_batch(), Some(&b"b"[..]));
+    }
 
     #[test]
     fn batches_come_out_in_order_and_buffer_is_reused() {

@@ -2,10 +2,11 @@
 //!
 //! Owns: the handshake, outgoing sequence numbers, async batching with a
 //! linger deadline, the credit window, the table of sync calls awaiting
-//! replies, the mirrored sticky error, and timeouts. See the crate docs for
+//! replies, the mirrored sticky error, timeouts, and the trailer the driver
+//! owes after a batch ending in a trailing payload. See the crate docs for
 //! the polling order.
 
-use crate::batch::TxQueue;
+use crate::batch::{BatchTrailer, TxQueue};
 use crate::calls::{Call, Reply};
 use crate::control::{
     split_reply, Close, CloseReason, CreditGrant, Handshake, HandshakeReply, KIND_CLOSE,
@@ -13,7 +14,7 @@ use crate::control::{
 };
 use crate::credit::Wallet;
 use crate::cuda::CudaError;
-use crate::error::{ConnError, SubmitError};
+use crate::error::{ConnError, SubmitError, TrailerError};
 use crate::field::StreamHandle;
 use crate::frame::{write_frame, Frame, FrameDecoder, Framing};
 use crate::header::{HEADER_BYTES, MAX_BODY_BYTES};
@@ -24,6 +25,26 @@ use crate::time::Timestamp;
 /// Identifies a submitted call: its request's sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CallId(pub u64);
+
+/// Trailer bytes the driver must put on the stream right after a batch:
+/// the payload of the sync call `id` submitted with
+/// [`Payload::Trailing`](crate::Payload::Trailing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwedTrailer {
+    /// The call whose payload this is.
+    pub id: CallId,
+    /// Bytes still to send.
+    pub len: u64,
+}
+
+impl From<BatchTrailer> for OwedTrailer {
+    fn from(t: BatchTrailer) -> Self {
+        Self {
+            id: CallId(t.id),
+            len: t.len,
+        }
+    }
+}
 
 /// Client settings. Every bound is named here.
 #[derive(Debug, Clone)]
@@ -141,6 +162,8 @@ struct Core {
     /// Start of the current wait for the server (last input, or when the
     /// oldest pending call was sent if later).
     waiting_since: Timestamp,
+    /// Trailer owed after the batch last taken; blocks further batches.
+    owed: Option<OwedTrailer>,
 }
 
 impl Client {
@@ -158,6 +181,7 @@ impl Client {
             open_since: None,
             handshake_deadline: now + cfg.handshake_timeout_ns,
             waiting_since: now,
+            owed: None,
             cfg,
         };
         let hs = Handshake {
@@ -206,12 +230,16 @@ impl Client {
 
     /// Queues a call given as a concrete table struct (no enum dispatch).
     /// Async calls join the open batch; a sync call seals the batch with
-    /// itself at the end.
+    /// itself at the end. A sync call with a
+    /// [`Payload::Trailing`](crate::Payload::Trailing) does the same and
+    /// marks the batch as owing that many trailer bytes (see
+    /// [`Client::peek_trailer`]); the caller keeps the bytes until sent.
     ///
     /// # Errors
     /// [`SubmitError`] when not open, out of credit or pending slots,
-    /// too large, local-only, or poisoned by a sticky error. Nothing is
-    /// queued on error.
+    /// too large, local-only, poisoned by a sticky error, or carrying a
+    /// trailer on an async call or a message transport. Nothing is queued
+    /// on error.
     #[inline]
     pub fn submit<'m, M: Message<'m>>(
         &mut self,
@@ -225,8 +253,11 @@ impl Client {
                 field,
                 source,
             })?;
+        let trailer = msg.trailer_len();
         self.core
-            .submit_raw(now, M::CODE, M::CLASS, stream, |b| msg.encode_body(b))
+            .submit_raw(now, M::CODE, M::CLASS, stream, trailer, |b| {
+                msg.encode_body(b);
+            })
     }
 
     /// Queues any call from the table; see [`Client::submit`].
@@ -246,9 +277,10 @@ impl Client {
                 field,
                 source,
             })?;
+        let trailer = call.trailer_len();
         self.core
-            .submit_raw(now, call.code(), call.class(), stream, |b| {
-                call.encode_body(b)
+            .submit_raw(now, call.code(), call.class(), stream, trailer, |b| {
+                call.encode_body(b);
             })
     }
 
@@ -259,22 +291,85 @@ impl Client {
     }
 
     /// Appends the next batch of frames to `out`; returns its length.
-    /// Call until `None` after every `submit`/`handle_*`.
+    /// Call until `None` after every `submit`/`handle_*`. If the batch ends
+    /// in a trailing payload, [`Client::trailer_owed`] is `Some` afterwards
+    /// and this returns `None` until [`Client::trailer_sent`] reports it.
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> Option<usize> {
-        self.core.tx.pop_batch(out)
+        if self.core.owed.is_some() {
+            return None;
+        }
+        let trailer = self.core.tx.front_trailer();
+        let n = self.core.tx.pop_batch(out)?;
+        self.core.owed = trailer.map(OwedTrailer::from);
+        Some(n)
     }
 
     /// The next batch without copying it out (e.g. to write it straight
     /// into a ring slot or a socket); call [`Client::advance_transmit`]
-    /// once it is sent.
+    /// once it is sent. `None` while a trailer is owed. Check
+    /// [`Client::peek_trailer`] to learn whether the payload must follow it.
     #[must_use]
     pub fn peek_transmit(&self) -> Option<&[u8]> {
+        if self.core.owed.is_some() {
+            return None;
+        }
         self.core.tx.peek_batch()
     }
 
-    /// Drops the batch returned by [`Client::peek_transmit`].
+    /// The trailer that must follow the batch [`Client::peek_transmit`]
+    /// returns, if that batch ends in a trailing payload.
+    #[must_use]
+    pub fn peek_trailer(&self) -> Option<OwedTrailer> {
+        if self.core.owed.is_some() {
+            return None;
+        }
+        self.core.tx.front_trailer().map(OwedTrailer::from)
+    }
+
+    /// Drops the batch returned by [`Client::peek_transmit`]; if it ends in
+    /// a trailing payload, that trailer is now owed. No-op while a trailer
+    /// is owed (then `peek_transmit` returned nothing).
     pub fn advance_transmit(&mut self) {
-        self.core.tx.advance_batch();
+        if self.core.owed.is_some() {
+            return;
+        }
+        let trailer = self.core.tx.front_trailer();
+        if self.core.tx.peek_batch().is_some() {
+            self.core.tx.advance_batch();
+            self.core.owed = trailer.map(OwedTrailer::from);
+        }
+    }
+
+    /// The trailer bytes the driver still owes the stream (after the batch
+    /// it last took), if any. Nothing else may be sent until they are.
+    #[must_use]
+    pub fn trailer_owed(&self) -> Option<OwedTrailer> {
+        self.core.owed
+    }
+
+    /// Reports that `n` more bytes of the owed trailer were put on the
+    /// stream (call once with the whole length, or once per piece). When
+    /// the trailer is complete, batches flow again.
+    ///
+    /// # Errors
+    /// [`TrailerError::NoneInProgress`] when nothing is owed,
+    /// [`TrailerError::Overrun`] when `n` exceeds what is owed (nothing
+    /// changes on error).
+    pub fn trailer_sent(&mut self, n: u64) -> Result<(), TrailerError> {
+        let Some(owed) = self.core.owed.as_mut() else {
+            return Err(TrailerError::NoneInProgress { n });
+        };
+        if n > owed.len {
+            return Err(TrailerError::Overrun {
+                n,
+                remaining: owed.len,
+            });
+        }
+        owed.len -= n;
+        if owed.len == 0 {
+            self.core.owed = None;
+        }
+        Ok(())
     }
 
     /// Earliest moment `handle_timeout` must be called, if any.
@@ -392,6 +487,7 @@ impl Core {
         code: u16,
         class: CallClass,
         stream: StreamHandle,
+        trailer: u64,
         encode: impl FnOnce(&mut Vec<u8>),
     ) -> Result<CallId, SubmitError> {
         match self.state {
@@ -411,6 +507,14 @@ impl Core {
             }
             CallClass::Async if self.credit.avail().0 == 0 => return Err(self.backpressure()),
             _ => {}
+        }
+        if trailer > 0 {
+            if self.cfg.framing == Framing::Message {
+                return Err(SubmitError::TrailerOnMessageFraming { code });
+            }
+            if class != CallClass::Sync {
+                return Err(SubmitError::TrailerOnAsync { code });
+            }
         }
         let seq = self.tx_seq;
         let start = self.tx.buf().len();
@@ -448,7 +552,14 @@ impl Core {
                     self.waiting_since = now;
                 }
                 self.pending.push(seq, code);
-                self.tx.seal();
+                if trailer > 0 {
+                    self.tx.seal_with_trailer(BatchTrailer {
+                        id: seq,
+                        len: trailer,
+                    });
+                } else {
+                    self.tx.seal();
+                }
                 self.open_since = None;
             }
             _ => {
@@ -544,7 +655,13 @@ impl Core {
         let (status, grant, rest) = split_reply(kind, body)?;
         self.credit.refund(grant)?;
         let result = match CudaError::from_code(status) {
-            None => Ok(Reply::decode(kind, rest)?),
+            None => {
+                let r = Reply::decode(kind, rest)?;
+                if r.trailer_len() > 0 {
+                    return Err(ConnError::TrailerInReply { kind });
+                }
+                Ok(r)
+            }
             Some(e) => {
                 if e.is_sticky() && self.sticky.is_none() {
                     tracing::warn!(code = e.0, "rgpu context poisoned by sticky error");
@@ -584,7 +701,9 @@ impl Core {
             };
             self.push_control(KIND_CLOSE, |b| close.encode(b));
         } else {
+            // Nothing more reaches the peer: no trailer is owed either.
             self.tx.clear();
+            self.owed = None;
         }
         self.state = State::Closed(e);
         while let Some((id, _)) = self.pending.pop_oldest() {

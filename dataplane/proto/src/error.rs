@@ -209,6 +209,34 @@ pub enum ConnError {
     /// The local application closed the connection.
     #[error("closed locally")]
     LocalClose,
+    /// A request announced a trailer on a message transport, where bulk
+    /// bytes travel by arena reference (server side).
+    #[error("call {code:#06x} announces a trailer on message framing")]
+    TrailerOnMessageFraming {
+        /// Call code.
+        code: u16,
+    },
+    /// An async request announced a trailer; only sync calls may carry
+    /// one (server side).
+    #[error("async call {code:#06x} announces a trailer")]
+    TrailerOnAsync {
+        /// Call code.
+        code: u16,
+    },
+    /// A reply announced a trailer; replies never carry one (client side).
+    #[error("reply of kind {kind:#06x} announces a trailer")]
+    TrailerInReply {
+        /// Kind of the reply.
+        kind: u16,
+    },
+    /// The stream ended before a call's trailer was complete.
+    #[error("stream ended {remaining} bytes before the end of call {id}'s trailer")]
+    TrailerTruncated {
+        /// The call whose trailer was cut.
+        id: u64,
+        /// Trailer bytes never received.
+        remaining: u64,
+    },
 }
 
 /// Why the client refused to queue a call.
@@ -263,6 +291,18 @@ pub enum SubmitError {
     /// A sticky error poisoned the context; every call fails with it.
     #[error("context poisoned by sticky {0}")]
     Sticky(CudaError),
+    /// A trailing payload on a message transport (use arena references).
+    #[error("call {code:#06x}: trailing payloads need stream framing")]
+    TrailerOnMessageFraming {
+        /// Call code.
+        code: u16,
+    },
+    /// A trailing payload on an async call (trailers are sync-only).
+    #[error("call {code:#06x}: trailing payloads are for sync calls only")]
+    TrailerOnAsync {
+        /// Call code.
+        code: u16,
+    },
 }
 
 /// Why the server application's reply or completion was refused.
@@ -304,4 +344,38 @@ pub enum ReplyError {
     /// The connection is closed.
     #[error("connection closed")]
     Closed,
+    /// The call's trailer has not fully arrived; answer it once it has.
+    #[error("call {id}'s trailer still has {remaining} bytes to arrive")]
+    TrailerIncomplete {
+        /// The id given.
+        id: u64,
+        /// Trailer bytes not yet received.
+        remaining: u64,
+    },
+    /// The reply announces a trailer; replies never carry one.
+    #[error("reply to call {id} announces a trailer")]
+    TrailerInReply {
+        /// The id given.
+        id: u64,
+    },
+}
+
+/// Why a driver's report about trailer bytes was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrailerError {
+    /// No trailer is owed (client) or expected (server) right now.
+    #[error("{n} trailer bytes reported, but no trailer is in progress")]
+    NoneInProgress {
+        /// Bytes reported.
+        n: u64,
+    },
+    /// More bytes were reported than the trailer has left.
+    #[error("{n} trailer bytes reported, only {remaining} left")]
+    Overrun {
+        /// Bytes reported.
+        n: u64,
+        /// Bytes the trailer had left.
+        remaining: u64,
+    },
 }

@@ -84,6 +84,14 @@ pub trait Field<'a>: Sized {
     /// [`FieldError`] on truncation, bound violation or invalid tag.
     fn decode(r: &mut Reader<'a>) -> Result<Self, FieldError>;
 
+    /// Bytes this value announces as a *trailer*: sent on the byte stream
+    /// right after the frame, outside it (see [`Payload::Trailing`]). Zero
+    /// for every type except a trailing payload.
+    #[inline]
+    fn trailer_len(&self) -> u64 {
+        0
+    }
+
     /// Produces a random valid value (used by property tests and the sim).
     #[cfg(feature = "sim")]
     fn generate(g: &mut crate::sim::Gen<'a>) -> Self;
@@ -308,8 +316,9 @@ impl<'a, const MAX: u16> Field<'a> for Slots<'a, MAX> {
     }
 }
 
-/// Where a memcpy's bytes travel: inline in the frame body, or by reference
-/// to a region of the shared arena both sides map.
+/// Where a memcpy's bytes travel: inline in the frame body, by reference
+/// to a region of the shared arena both sides map, or streamed right after
+/// the frame as a trailer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Payload<'a> {
     /// The bytes themselves, at most [`MAX_INLINE_BYTES`].
@@ -321,14 +330,27 @@ pub enum Payload<'a> {
         /// Length in bytes.
         len: u64,
     },
+    /// The bytes follow the frame on the byte stream, outside any frame
+    /// (not counted in the header's `body_len`), at most
+    /// [`MAX_TRAILER_BYTES`]. Stream framing and sync calls only; requests
+    /// only (see `docs/protocol.md`, "Trailers").
+    Trailing {
+        /// Trailer length in bytes.
+        len: u64,
+    },
 }
 
 /// Bound on inline payload bytes in one frame (64 MiB); the rest of
 /// `MAX_BODY_BYTES` is slack for the call's other fields.
 pub const MAX_INLINE_BYTES: u32 = 64 << 20;
 
+/// Bound on the bytes of one trailer (1 GiB): the largest single transfer
+/// a trailing payload may announce. Larger copies are split by the shim.
+pub const MAX_TRAILER_BYTES: u64 = 1 << 30;
+
 const PAYLOAD_TAG_INLINE: u8 = 0;
 const PAYLOAD_TAG_ARENA: u8 = 1;
+const PAYLOAD_TAG_TRAILING: u8 = 2;
 
 impl<'a> Field<'a> for Payload<'a> {
     #[inline]
@@ -336,6 +358,14 @@ impl<'a> Field<'a> for Payload<'a> {
         match *self {
             Payload::Inline(b) => Blob::<MAX_INLINE_BYTES>(b).check(),
             Payload::Arena { .. } => Ok(()),
+            Payload::Trailing { len } => check_trailer_len(len),
+        }
+    }
+    #[inline]
+    fn trailer_len(&self) -> u64 {
+        match *self {
+            Payload::Trailing { len } => len,
+            _ => 0,
         }
     }
     #[inline]
@@ -350,6 +380,11 @@ impl<'a> Field<'a> for Payload<'a> {
                 offset.encode(out);
                 len.encode(out);
             }
+            Payload::Trailing { len } => {
+                debug_assert!(check_trailer_len(len).is_ok(), "trailer over its bound");
+                out.push(PAYLOAD_TAG_TRAILING);
+                len.encode(out);
+            }
         }
     }
     fn decode(r: &mut Reader<'a>) -> Result<Self, FieldError> {
@@ -359,9 +394,16 @@ impl<'a> Field<'a> for Payload<'a> {
                 offset: u64::decode(r)?,
                 len: u64::decode(r)?,
             }),
+            PAYLOAD_TAG_TRAILING => {
+                let len = u64::decode(r)?;
+                check_trailer_len(len)?;
+                Ok(Payload::Trailing { len })
+            }
             tag => Err(FieldError::BadTag { tag }),
         }
     }
+    /// Never generates [`Payload::Trailing`]: a random call must be
+    /// sendable without a trailer; trailer tests build theirs explicitly.
     #[cfg(feature = "sim")]
     fn generate(g: &mut crate::sim::Gen<'a>) -> Self {
         if g.u64() % 2 == 0 {
@@ -373,6 +415,17 @@ impl<'a> Field<'a> for Payload<'a> {
             }
         }
     }
+}
+
+/// Checks a trailer length against [`MAX_TRAILER_BYTES`].
+fn check_trailer_len(len: u64) -> Result<(), FieldError> {
+    if len > MAX_TRAILER_BYTES {
+        return Err(FieldError::TooLong {
+            len,
+            max: MAX_TRAILER_BYTES,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -414,6 +467,34 @@ mod tests {
         }
         .check()
         .is_ok());
+    }
+
+    #[test]
+    fn trailing_payload_round_trips_and_is_bounded() {
+        let mut out = Vec::new();
+        let p = Payload::Trailing { len: 1234 };
+        p.encode(&mut out);
+        assert_eq!(
+            out.len(),
+            9,
+            "tag + u64 length; the bytes are not in the body"
+        );
+        assert_eq!(Payload::decode(&mut Reader::new(&out)), Ok(p));
+        assert_eq!(p.trailer_len(), 1234);
+        assert_eq!(Payload::Inline(&[1, 2]).trailer_len(), 0);
+        let over = Payload::Trailing {
+            len: MAX_TRAILER_BYTES + 1,
+        };
+        assert!(over.check().is_err());
+        let mut lie = vec![PAYLOAD_TAG_TRAILING];
+        u64::MAX.encode(&mut lie);
+        assert_eq!(
+            Payload::decode(&mut Reader::new(&lie)),
+            Err(FieldError::TooLong {
+                len: u64::MAX,
+                max: MAX_TRAILER_BYTES
+            })
+        );
     }
 
     #[test]

@@ -22,6 +22,15 @@ pub enum Framing {
     Message,
 }
 
+/// What the decoder does after handing out a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep cutting frames from the input.
+    Continue,
+    /// Stop: the bytes after this frame are its trailer, not frames.
+    Pause,
+}
+
 /// One decoded frame: validated header and its body.
 #[derive(Debug, Clone, Copy)]
 pub struct Frame<'a> {
@@ -108,18 +117,38 @@ impl FrameDecoder {
     /// # Errors
     /// The first [`ConnError`] from header validation, framing, or
     /// `on_frame`.
-    pub fn feed<F>(&mut self, mut input: &[u8], mut on_frame: F) -> Result<(), ConnError>
+    pub fn feed<F>(&mut self, input: &[u8], mut on_frame: F) -> Result<(), ConnError>
     where
         F: FnMut(Frame<'_>) -> Result<(), ConnError>,
     {
+        let used = self.feed_until(input, |f| on_frame(f).map(|()| Flow::Continue))?;
+        debug_assert_eq!(used, input.len(), "never paused");
+        Ok(())
+    }
+
+    /// Like [`FrameDecoder::feed`], but `on_frame` may return
+    /// [`Flow::Pause`] to stop right after that frame (its trailer follows
+    /// on the stream). Returns how many bytes of `input` were consumed: all
+    /// of them unless paused, in which case the rest is not frame data and
+    /// the caller handles it before feeding the decoder again.
+    ///
+    /// # Errors
+    /// As [`FrameDecoder::feed`].
+    pub fn feed_until<F>(&mut self, input: &[u8], mut on_frame: F) -> Result<usize, ConnError>
+    where
+        F: FnMut(Frame<'_>) -> Result<Flow, ConnError>,
+    {
+        let mut rest = input;
         if !self.partial.is_empty() {
-            input = self.fill_partial(input)?;
+            rest = self.fill_partial(rest)?;
             let Some(need) = self.partial_need else {
-                return self.check_end(input);
+                self.check_end(rest)?;
+                return Ok(input.len());
             };
             if self.partial.len() < need {
-                debug_assert!(input.is_empty());
-                return self.check_end(input);
+                debug_assert!(rest.is_empty());
+                self.check_end(rest)?;
+                return Ok(input.len());
             }
             let header = Header::parse(&self.partial)?;
             let frame = Frame {
@@ -129,23 +158,28 @@ impl FrameDecoder {
             let res = on_frame(frame);
             self.partial.clear();
             self.partial_need = None;
-            res?;
+            if res? == Flow::Pause {
+                return Ok(input.len() - rest.len());
+            }
         }
-        while input.len() >= HEADER_BYTES {
-            let header = Header::parse(input)?;
+        while rest.len() >= HEADER_BYTES {
+            let header = Header::parse(rest)?;
             let total = HEADER_BYTES + header.body_len as usize;
-            if input.len() < total {
+            if rest.len() < total {
                 break;
             }
-            let (frame_bytes, rest) = input.split_at(total);
-            on_frame(Frame {
+            let (frame_bytes, tail) = rest.split_at(total);
+            let flow = on_frame(Frame {
                 header,
                 body: &frame_bytes[HEADER_BYTES..],
             })?;
-            input = rest;
+            rest = tail;
+            if flow == Flow::Pause {
+                return Ok(input.len() - rest.len());
+            }
         }
-        if !input.is_empty() {
-            self.partial.extend_from_slice(input);
+        if !rest.is_empty() {
+            self.partial.extend_from_slice(rest);
             if self.partial.len() >= HEADER_BYTES {
                 let h = Header::parse(&self.partial)?;
                 let need = HEADER_BYTES + h.body_len as usize;
@@ -154,7 +188,8 @@ impl FrameDecoder {
                 self.partial_need = Some(need);
             }
         }
-        self.check_end(&[])
+        self.check_end(&[])?;
+        Ok(input.len())
     }
 
     /// Copies from `input` into the partial frame until its header, then its
@@ -220,6 +255,35 @@ mod tests {
             d.feed(&bytes[..cut], &mut visit).unwrap();
             d.feed(&bytes[cut..], &mut visit).unwrap();
             assert_eq!(seqs, vec![0, 1, 2, 3, 4], "cut at {cut}");
+            assert_eq!(d.buffered(), 0);
+        }
+    }
+
+    #[test]
+    fn pause_stops_right_after_the_frame_at_every_split_point() {
+        let bytes = frames(3);
+        let first_end = HEADER_BYTES; // frame 0 has an empty body
+        for cut in 0..=bytes.len() {
+            let mut d = FrameDecoder::new(Framing::Stream);
+            let seen = core::cell::Cell::new(0);
+            let visit = |f: Frame<'_>| {
+                seen.set(seen.get() + 1);
+                Ok(if f.header.seq == 0 {
+                    Flow::Pause
+                } else {
+                    Flow::Continue
+                })
+            };
+            let a = d.feed_until(&bytes[..cut], visit).unwrap();
+            // Paused in the first chunk, or fed the second one.
+            let consumed = if seen.get() == 1 {
+                a
+            } else {
+                assert_eq!(a, cut);
+                a + d.feed_until(&bytes[cut..], visit).unwrap()
+            };
+            assert_eq!(consumed, first_end, "cut at {cut}");
+            assert_eq!(seen.get(), 1, "cut at {cut}");
             assert_eq!(d.buffered(), 0);
         }
     }

@@ -32,8 +32,32 @@
 //! 2. (client) `submit(now, &call, stream)` for new calls; `flush()` when
 //!    it wants the open batch out before the linger deadline.
 //! 3. `poll_transmit(&mut buf)` until it returns `None`, sending each batch
-//!    (one doorbell / send per batch).
+//!    (one doorbell / send per batch). (client) A batch may owe a trailer
+//!    right behind it; see "Trailers" below.
 //! 4. `poll_timeout()` to arm the timer for step 1.
+//!
+//! # Trailers (stream framing only)
+//! A sync call whose payload is [`Payload::Trailing`]`{ len }` carries its
+//! bytes *after* its frame, outside any frame (rCUDA-style pipelined bulk
+//! transfer: no copy into the batch, none out of a reassembly buffer).
+//! - Client: `submit` seals the batch right after that frame. Before
+//!   sending a batch, `peek_trailer()` says whether `len` payload bytes must
+//!   follow it; send both at once (e.g. one vectored send `[batch,
+//!   payload]`), then `advance_transmit()` (or use `poll_transmit`, after
+//!   which `trailer_owed()` is `Some`). While a trailer is owed,
+//!   `peek_transmit`/`poll_transmit` yield nothing; report the bytes with
+//!   `trailer_sent(n)` and batches flow again.
+//! - Server: the call arrives as [`ServerEvent::Call`]; then, while
+//!   `trailer_remaining()` is `Some((id, n))`, the next `n` stream bytes are
+//!   the trailer. Bytes already in the chunk given to `handle_input` come
+//!   as [`ServerEvent::Trailer`] events (borrowing the input); the driver
+//!   may read the rest straight into the destination and report it with
+//!   `trailer_received(now, n)`. The call can be answered once its trailer
+//!   is complete (`ReplyError::TrailerIncomplete` before). EOF inside a
+//!   trailer closes with `ConnError::TrailerTruncated`.
+//!
+//! Trailers are refused on message framing (shm, RDMA: use arena
+//! references), on async calls and in replies, with typed errors.
 //!
 //! ```
 //! use rgpu_proto::*;
@@ -96,12 +120,14 @@ pub mod sim;
 mod time;
 
 pub use calls::*;
-pub use client::{CallId, Client, ClientConfig, ClientEvent};
+pub use client::{CallId, Client, ClientConfig, ClientEvent, OwedTrailer};
 pub use cuda::CudaError;
-pub use error::{ConnError, DecodeError, FieldError, HeaderError, ReplyError, SubmitError};
+pub use error::{
+    ConnError, DecodeError, FieldError, HeaderError, ReplyError, SubmitError, TrailerError,
+};
 pub use field::{
     Blob, DevicePtr, EventHandle, FunctionHandle, ModuleHandle, ParamSlot, Payload, Slots,
-    StreamHandle, MAX_INLINE_BYTES,
+    StreamHandle, MAX_INLINE_BYTES, MAX_TRAILER_BYTES,
 };
 pub use frame::Framing;
 pub use header::{HEADER_BYTES, MAX_BODY_BYTES, WIRE_VERSION};

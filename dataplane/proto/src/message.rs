@@ -49,6 +49,11 @@ pub trait Message<'a>: Sized {
     /// (with the field name).
     fn check(&self) -> Result<(), (&'static str, crate::FieldError)>;
 
+    /// Trailer bytes that must follow this message's frame on the stream:
+    /// the sum of its fields' [`Field::trailer_len`](crate::field::Field::trailer_len)
+    /// (in field order), 0 for messages without a trailing payload.
+    fn trailer_len(&self) -> u64;
+
     /// Decodes a whole body, rejecting trailing bytes.
     ///
     /// # Errors

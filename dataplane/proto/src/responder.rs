@@ -15,7 +15,7 @@ use crate::control::{
 };
 use crate::credit::Ledger;
 use crate::cuda::CudaError;
-use crate::error::{ConnError, ReplyError};
+use crate::error::{ConnError, ReplyError, TrailerError};
 use crate::frame::write_frame;
 use crate::header::FLAG_REPLY;
 use crate::pending::Pending;
@@ -30,6 +30,23 @@ pub(crate) enum State {
     Open,
     /// See `docs/protocol.md`.
     Closed(ConnError),
+}
+
+/// A trailer being received: the stream bytes after call `id`'s frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TrailerIn {
+    /// The call whose payload it is.
+    pub(crate) id: u64,
+    /// Announced length (positive, at most `MAX_TRAILER_BYTES`).
+    pub(crate) len: u64,
+    /// Bytes received so far (`< len` while in progress).
+    pub(crate) received: u64,
+}
+
+impl TrailerIn {
+    pub(crate) const fn remaining(&self) -> u64 {
+        self.len - self.received
+    }
 }
 
 /// The answering half of a [`Server`](crate::Server): replies, async completions and
@@ -47,6 +64,8 @@ pub struct Responder {
     pub(crate) ledger: Ledger,
     pub(crate) deferred: Option<CudaError>,
     pub(crate) sticky: Option<CudaError>,
+    /// The trailer now arriving, if any; its call cannot be answered yet.
+    pub(crate) trailer: Option<TrailerIn>,
 }
 
 impl Responder {
@@ -67,8 +86,9 @@ impl Responder {
     /// synchronizing call as in CUDA. Unreturned credit rides along.
     ///
     /// # Errors
-    /// [`ReplyError`] if `id` is not an outstanding sync call, the reply
-    /// belongs to another call, it is too large, or the connection closed.
+    /// [`ReplyError`] if `id` is not an outstanding sync call, its trailer
+    /// has not fully arrived, the reply belongs to another call, announces
+    /// a trailer, is too large, or the connection closed.
     pub fn reply(
         &mut self,
         id: CallId,
@@ -81,7 +101,16 @@ impl Responder {
             .pending_sync
             .code_of(id.0)
             .ok_or(ReplyError::UnknownCall { id: id.0 })?;
+        if let Some(t) = self.trailer.filter(|t| t.id == id.0) {
+            return Err(ReplyError::TrailerIncomplete {
+                id: id.0,
+                remaining: t.remaining(),
+            });
+        }
         if let Ok(r) = &result {
+            if r.trailer_len() > 0 {
+                return Err(ReplyError::TrailerInReply { id: id.0 });
+            }
             r.check()
                 .map_err(|(field, source)| ReplyError::InvalidField {
                     id: id.0,
@@ -144,6 +173,45 @@ impl Responder {
         } else {
             Err(ReplyError::UnknownCall { id: id.0 })
         }
+    }
+
+    /// The call whose trailer is arriving and the bytes it has left.
+    #[must_use]
+    pub fn trailer_remaining(&self) -> Option<(CallId, u64)> {
+        self.trailer.map(|t| (CallId(t.id), t.remaining()))
+    }
+
+    /// Starts receiving call `id`'s trailer of `len` bytes (no-op for 0).
+    pub(crate) fn start_trailer(&mut self, id: u64, len: u64) {
+        debug_assert!(self.trailer.is_none(), "frames are paused during a trailer");
+        if len > 0 {
+            self.trailer = Some(TrailerIn {
+                id,
+                len,
+                received: 0,
+            });
+        }
+    }
+
+    /// Counts `n` trailer bytes as received; returns the trailer's state
+    /// before them. The trailer ends (and its call becomes answerable)
+    /// when the last byte arrives.
+    pub(crate) fn advance_trailer(&mut self, n: u64) -> Result<TrailerIn, TrailerError> {
+        let Some(t) = self.trailer.as_mut() else {
+            return Err(TrailerError::NoneInProgress { n });
+        };
+        let before = *t;
+        if n > t.remaining() {
+            return Err(TrailerError::Overrun {
+                n,
+                remaining: t.remaining(),
+            });
+        }
+        t.received += n;
+        if t.remaining() == 0 {
+            self.trailer = None;
+        }
+        Ok(before)
     }
 
     pub(crate) fn unexpected(&self, kind: u16) -> ConnError {
@@ -231,6 +299,7 @@ impl Responder {
         } else {
             self.tx.clear();
         }
+        self.trailer = None;
         self.state = State::Closed(e);
         on_event(ServerEvent::Closed { error: e }, self);
     }

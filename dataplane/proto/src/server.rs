@@ -2,7 +2,8 @@
 //!
 //! Owns: handshake and auth, incoming sequence checks, enforcement of the
 //! credit window it granted, credit return (piggybacked on replies or as
-//! credit frames), deferred and sticky errors, reply framing and timeouts.
+//! credit frames), deferred and sticky errors, reply framing, timeouts, and
+//! the split of the stream into frames and call trailers.
 //!
 //! Input is decoded by borrowing, and calls are handed to a visitor
 //! together with a [`Responder`], so the application can answer (or
@@ -19,14 +20,14 @@ use crate::control::{
 };
 use crate::credit::Ledger;
 use crate::cuda::CudaError;
-use crate::error::{ConnError, ReplyError};
+use crate::error::{ConnError, ReplyError, TrailerError};
 use crate::field::StreamHandle;
-use crate::frame::{Frame, FrameDecoder, Framing};
+use crate::frame::{Flow, Frame, FrameDecoder, Framing};
 use crate::header::HEADER_BYTES;
 use crate::message::CallClass;
 use crate::pending::Pending;
 pub use crate::responder::Responder;
-use crate::responder::State;
+use crate::responder::{State, TrailerIn};
 use crate::time::Timestamp;
 
 /// Server settings. Every bound is named here.
@@ -96,6 +97,23 @@ pub enum ServerEvent<'a> {
         /// The decoded call, borrowing from the input.
         call: Call<'a>,
     },
+    /// Trailer bytes of sync call `id` (sent with
+    /// [`Payload::Trailing`](crate::Payload::Trailing)) that arrived in the
+    /// same input chunk as other data. The rest of a trailer may instead be
+    /// received straight into its destination: see
+    /// [`Server::trailer_remaining`]. The call may belong to one answered
+    /// internally (poisoned context): drop bytes of unknown calls.
+    Trailer {
+        /// The call whose payload this is.
+        id: CallId,
+        /// The bytes, borrowing from the input.
+        bytes: &'a [u8],
+        /// Position of `bytes[0]` within the trailer.
+        offset: u64,
+        /// Whether these are the trailer's last bytes: the call may be
+        /// answered from this event on.
+        done: bool,
+    },
     /// The connection closed.
     Closed {
         /// Why.
@@ -142,6 +160,7 @@ impl Server {
                 ledger: Ledger::new(cfg.window_calls, cfg.window_bytes),
                 deferred: None,
                 sticky: None,
+                trailer: None,
                 cfg,
             },
         }
@@ -165,6 +184,31 @@ impl Server {
             State::Closed(e) => Some(e),
             _ => None,
         }
+    }
+
+    /// The call whose trailer the stream is carrying now, and how many of
+    /// its bytes are still to come. While `Some`, the next stream bytes are
+    /// that trailer: the driver may read up to that many straight into the
+    /// call's destination and report them with [`Server::trailer_received`]
+    /// (or pass them to `handle_input`, which emits
+    /// [`ServerEvent::Trailer`]).
+    #[must_use]
+    pub fn trailer_remaining(&self) -> Option<(CallId, u64)> {
+        self.tx.trailer_remaining()
+    }
+
+    /// Reports `n` trailer bytes the driver received itself (not through
+    /// `handle_input`). When the trailer completes, frames resume and its
+    /// call may be answered.
+    ///
+    /// # Errors
+    /// [`TrailerError::NoneInProgress`] when no trailer is arriving,
+    /// [`TrailerError::Overrun`] when `n` exceeds what is left (nothing
+    /// changes on error).
+    pub fn trailer_received(&mut self, now: Timestamp, n: u64) -> Result<(), TrailerError> {
+        self.tx.advance_trailer(n)?;
+        self.rx_state.last_rx = now;
+        Ok(())
     }
 
     /// Answers a sync call; see [`Responder::reply`].
@@ -248,7 +292,8 @@ impl Server {
 
     /// Processes received bytes (any chunking). Each call is passed to
     /// `on_event` with the [`Responder`], borrowing from the input only for
-    /// the callback's duration.
+    /// the callback's duration. Bytes of a trailer in progress are passed
+    /// as [`ServerEvent::Trailer`] events; frames resume after it.
     ///
     /// # Errors
     /// The [`ConnError`] that closed the connection (a close frame or
@@ -265,26 +310,82 @@ impl Server {
         if let State::Closed(e) = self.tx.state {
             return Err(e);
         }
-        let rx_state = &mut self.rx_state;
-        let tx = &mut self.tx;
-        let res = self.rx.feed(bytes, |frame| {
-            rx_state.on_frame(now, frame, tx, &mut on_event)
-        });
-        if let Err(e) = res {
-            let notify = !matches!(e, ConnError::PeerClosed { .. });
-            self.tx.fail(e, notify, &mut on_event);
-            return Err(e);
+        let mut input = bytes;
+        while !input.is_empty() {
+            if let Some(t) = self.tx.trailer {
+                input = self.take_trailer(now, t, input, &mut on_event);
+                continue;
+            }
+            let rx_state = &mut self.rx_state;
+            let tx = &mut self.tx;
+            let res = self.rx.feed_until(input, |frame| {
+                rx_state.on_frame(now, frame, tx, &mut on_event)
+            });
+            match res {
+                Ok(used) => {
+                    // The decoder only stops early to let a trailer start.
+                    debug_assert!(used == input.len() || self.tx.trailer.is_some());
+                    input = if self.tx.trailer.is_some() {
+                        &input[used..]
+                    } else {
+                        &[]
+                    };
+                }
+                Err(e) => {
+                    let notify = !matches!(e, ConnError::PeerClosed { .. });
+                    self.tx.fail(e, notify, &mut on_event);
+                    return Err(e);
+                }
+            }
         }
         Ok(())
     }
 
-    /// The transport lost the peer.
+    /// Hands the leading trailer bytes of `input` to the visitor; returns
+    /// the rest.
+    fn take_trailer<'i, F>(
+        &mut self,
+        now: Timestamp,
+        t: TrailerIn,
+        input: &'i [u8],
+        on_event: &mut F,
+    ) -> &'i [u8]
+    where
+        F: FnMut(ServerEvent<'_>, &mut Responder),
+    {
+        // Bounded by input.len(), so it fits usize.
+        let n = t.remaining().min(input.len() as u64) as usize;
+        let (bytes, rest) = input.split_at(n);
+        // Cannot fail: n <= remaining of the trailer in progress.
+        let advanced = self.tx.advance_trailer(n as u64);
+        debug_assert!(advanced.is_ok());
+        self.rx_state.last_rx = now;
+        on_event(
+            ServerEvent::Trailer {
+                id: CallId(t.id),
+                bytes,
+                offset: t.received,
+                done: n as u64 == t.remaining(),
+            },
+            &mut self.tx,
+        );
+        rest
+    }
+
+    /// The transport lost the peer. Inside a trailer this closes with
+    /// [`ConnError::TrailerTruncated`].
     pub fn handle_close<F>(&mut self, mut on_event: F)
     where
         F: FnMut(ServerEvent<'_>, &mut Responder),
     {
-        self.tx
-            .fail(ConnError::TransportClosed, false, &mut on_event);
+        let e = match self.tx.trailer {
+            Some(t) => ConnError::TrailerTruncated {
+                id: t.id,
+                remaining: t.remaining(),
+            },
+            None => ConnError::TransportClosed,
+        };
+        self.tx.fail(e, false, &mut on_event);
     }
 
     /// Closes from the application side, queueing a close frame.
@@ -303,7 +404,7 @@ impl RxState {
         frame: Frame<'_>,
         tx: &mut Responder,
         on_event: &mut F,
-    ) -> Result<(), ConnError>
+    ) -> Result<Flow, ConnError>
     where
         F: FnMut(ServerEvent<'_>, &mut Responder),
     {
@@ -343,7 +444,7 @@ impl RxState {
                     },
                     tx,
                 );
-                Ok(())
+                Ok(Flow::Continue)
             }
             State::Open if h.kind < FIRST_CALL_CODE => {
                 if h.kind == KIND_CLOSE {
@@ -360,6 +461,22 @@ impl RxState {
                 let id = CallId(h.seq);
                 let stream = StreamHandle(h.key);
                 let class = call.class();
+                let trailer = call.trailer_len();
+                if trailer > 0 {
+                    if tx.cfg.framing == Framing::Message {
+                        return Err(ConnError::TrailerOnMessageFraming { code: h.kind });
+                    }
+                    if class != CallClass::Sync {
+                        return Err(ConnError::TrailerOnAsync { code: h.kind });
+                    }
+                }
+                // With a trailer, the decoder stops after this frame: the
+                // next stream bytes are the trailer.
+                let flow = if trailer > 0 {
+                    Flow::Pause
+                } else {
+                    Flow::Continue
+                };
                 match class {
                     CallClass::Local => return Err(ConnError::LocalCallOnWire { code: h.kind }),
                     CallClass::Async => {
@@ -370,7 +487,7 @@ impl RxState {
                             // Poisoned context: the call is dropped unexecuted
                             // but its credit still comes back.
                             tx.finish_async(id.0, Ok(()));
-                            return Ok(());
+                            return Ok(flow);
                         }
                     }
                     CallClass::Sync => {
@@ -380,11 +497,17 @@ impl RxState {
                             });
                         }
                         tx.pending_sync.push(id.0, h.kind);
+                        // The trailer starts before the call is seen, so the
+                        // app cannot answer it early; it is consumed even when
+                        // the call is answered here (poisoned context).
                         if let Some(e) = tx.sticky {
-                            // Cannot fail: the call was just registered.
+                            // Cannot fail: the call was just registered and
+                            // its trailer (if any) is not yet in progress.
                             let _ = tx.reply(id, Err(e));
-                            return Ok(());
+                            tx.start_trailer(id.0, trailer);
+                            return Ok(flow);
                         }
+                        tx.start_trailer(id.0, trailer);
                     }
                 }
                 on_event(
@@ -396,7 +519,7 @@ impl RxState {
                     },
                     tx,
                 );
-                Ok(())
+                Ok(flow)
             }
             State::Closed(e) => Err(e),
         }

@@ -348,6 +348,19 @@ pub enum ClientRecord {
 /// Server application logic plugged into a [`Harness`].
 pub type ServerApp = Box<dyn FnMut(Timestamp, ServerEvent<'_>, &mut Responder)>;
 
+/// A piece of a trailer the harness received "directly" (as a driver
+/// reading from the transport into the destination would) instead of
+/// passing it to `handle_input`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectTrailer {
+    /// The call whose trailer it is.
+    pub id: CallId,
+    /// Trailer bytes that were left before this piece.
+    pub remaining_before: u64,
+    /// The bytes.
+    pub bytes: Vec<u8>,
+}
+
 /// A client and a server connected through a [`Net`] in virtual time.
 pub struct Harness {
     /// The client connection.
@@ -362,6 +375,17 @@ pub struct Harness {
     pub client_log: Vec<ClientRecord>,
     /// The server's close reason, once closed.
     pub server_closed: Option<ConnError>,
+    /// Payloads of trailing calls, in submission order: when the client
+    /// owes a trailer after a batch, the next one is sent right behind it.
+    pub trailer_payloads: VecDeque<Vec<u8>>,
+    /// When set, trailer bytes at the start of a server-bound chunk are
+    /// partly taken past `handle_input` and reported with
+    /// `Server::trailer_received` (a random prefix, always leaving the
+    /// trailer's last byte to `handle_input` so the app sees it finish).
+    pub direct_trailers: bool,
+    /// Trailer pieces taken directly (see `direct_trailers`).
+    pub direct_log: Vec<DirectTrailer>,
+    rng: ChaCha8Rng,
     app: ServerApp,
     buf: Vec<u8>,
 }
@@ -386,15 +410,34 @@ impl Harness {
             now: Timestamp::ZERO,
             client_log: Vec::new(),
             server_closed: None,
+            trailer_payloads: VecDeque::new(),
+            direct_trailers: false,
+            direct_log: Vec::new(),
+            rng: ChaCha8Rng::seed_from_u64(0x0074_7261_696c_6572),
             app,
             buf: Vec::new(),
         }
     }
 
-    /// Sends everything both sides have queued.
+    /// Sends everything both sides have queued; a batch owing a trailer
+    /// goes out with the next payload of `trailer_payloads` behind it.
+    ///
+    /// # Panics
+    /// If a trailer is owed and `trailer_payloads` has no payload of that
+    /// length next (a test bug).
     pub fn transmit(&mut self) {
         self.buf.clear();
         while self.client.poll_transmit(&mut self.buf).is_some() {
+            if let Some(owed) = self.client.trailer_owed() {
+                let payload = self
+                    .trailer_payloads
+                    .pop_front()
+                    .unwrap_or_else(|| panic!("no payload queued for {owed:?}"));
+                assert_eq!(payload.len() as u64, owed.len, "payload length");
+                self.buf.extend_from_slice(&payload);
+                let sent = self.client.trailer_sent(owed.len);
+                assert_eq!(sent, Ok(()));
+            }
             self.net.send(self.now, Dir::ToServer, &self.buf);
             self.buf.clear();
         }
@@ -426,8 +469,19 @@ impl Harness {
         while let Some((dir, d)) = self.net.deliver(now) {
             match (dir, d) {
                 (Dir::ToServer, Delivery::Data(b)) => {
+                    let rest = if self.direct_trailers {
+                        take_direct(
+                            &mut self.server,
+                            &mut self.rng,
+                            &mut self.direct_log,
+                            now,
+                            &b,
+                        )
+                    } else {
+                        &b
+                    };
                     let app = &mut self.app;
-                    let _ = self.server.handle_input(now, &b, |ev, r| app(now, ev, r));
+                    let _ = self.server.handle_input(now, rest, |ev, r| app(now, ev, r));
                 }
                 (Dir::ToServer, Delivery::Eof) => {
                     let app = &mut self.app;
@@ -468,6 +522,36 @@ impl Harness {
             h.client.is_open() || h.client.close_reason().is_some()
         })
     }
+}
+
+/// Receives a random prefix of the trailer bytes at the start of `chunk`
+/// past `handle_input` (as a driver reading straight into the destination
+/// would), logging them; returns the rest. Leaves the trailer's last byte
+/// to `handle_input`, so the app sees the trailer finish.
+fn take_direct<'c>(
+    server: &mut Server,
+    rng: &mut ChaCha8Rng,
+    log: &mut Vec<DirectTrailer>,
+    now: Timestamp,
+    chunk: &'c [u8],
+) -> &'c [u8] {
+    let Some((id, remaining)) = server.trailer_remaining() else {
+        return chunk;
+    };
+    let cap = (remaining - 1).min(chunk.len() as u64) as usize;
+    let n = rng.gen_range(0..=cap);
+    if n == 0 {
+        return chunk;
+    }
+    let (head, rest) = chunk.split_at(n);
+    let ok = server.trailer_received(now, n as u64);
+    assert_eq!(ok, Ok(()), "direct trailer bytes accepted");
+    log.push(DirectTrailer {
+        id,
+        remaining_before: remaining,
+        bytes: head.to_vec(),
+    });
+    rest
 }
 
 fn record_of(ev: ClientEvent<'_>) -> ClientRecord {

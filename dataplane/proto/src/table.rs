@@ -56,6 +56,13 @@ macro_rules! call_table {
                 }
 
                 #[inline]
+                fn trailer_len(&self) -> u64 {
+                    // Each term is bounded by MAX_TRAILER_BYTES and a message
+                    // has a handful of fields: the sum cannot overflow.
+                    0 $( + $crate::field::Field::trailer_len(&self.$field) )*
+                }
+
+                #[inline]
                 fn decode_body(body: &'a [u8]) -> Result<Self, $crate::DecodeError> {
                     let mut _r = $crate::field::Reader::new(body);
                     let v = Self {
@@ -113,6 +120,11 @@ macro_rules! call_table {
                     fn check(&self) -> Result<(), (&'static str, $crate::FieldError)> {
                         $( $crate::field::Field::check(&self.$rfield).map_err(|e| (stringify!($rfield), e))?; )*
                         Ok(())
+                    }
+
+                    #[inline]
+                    fn trailer_len(&self) -> u64 {
+                        0 $( + $crate::field::Field::trailer_len(&self.$rfield) )*
                     }
 
                     #[inline]
@@ -187,6 +199,16 @@ macro_rules! call_table {
                 }
             }
 
+            /// Trailer bytes that follow this call's frame on the stream;
+            /// see [`Message::trailer_len`](crate::Message::trailer_len).
+            #[inline]
+            #[must_use]
+            pub fn trailer_len(&self) -> u64 {
+                match self {
+                    $( Self::$name(c) => $crate::Message::trailer_len(c), )*
+                }
+            }
+
             /// Appends the call's body encoding to `out`.
             #[inline]
             pub fn encode_body(&self, out: &mut Vec<u8>) {
@@ -246,6 +268,16 @@ macro_rules! call_table {
             pub fn check(&self) -> Result<(), (&'static str, $crate::FieldError)> {
                 match self {
                     $( $( Self::$rname(r) => $crate::Message::check(r), )? )*
+                }
+            }
+
+            /// Trailer bytes this reply announces (replies may not carry
+            /// trailers; a non-zero value is refused on both sides).
+            #[inline]
+            #[must_use]
+            pub fn trailer_len(&self) -> u64 {
+                match self {
+                    $( $( Self::$rname(r) => $crate::Message::trailer_len(r), )? )*
                 }
             }
 

@@ -60,6 +60,11 @@ pub struct Seen {
     pub held: Vec<CallId>,
     pub max_outstanding: usize,
     pub closed: Option<ConnError>,
+    /// Trailer pieces received through `Trailer` events: (call, offset,
+    /// bytes), in arrival order.
+    pub trailer_pieces: Vec<(CallId, u64, Vec<u8>)>,
+    /// Sync calls with a trailer, answered once it is complete: (id, code).
+    pub awaiting_trailer: Vec<(CallId, u16)>,
 }
 
 /// A server app that records calls, answers sync calls with a generated
@@ -80,6 +85,16 @@ pub fn recording_app(seen: Rc<RefCell<Seen>>, hold_async: bool, seed: u64) -> Se
                 call.encode_body(&mut body);
                 s.calls.push((id, class, stream, call.code(), body));
                 s.max_outstanding = s.max_outstanding.max(r.async_outstanding());
+                if call.trailer_len() > 0 {
+                    s.awaiting_trailer.push((id, call.code()));
+                    // Answering now must be refused: the trailer is pending.
+                    let early = r.reply(id, Err(CudaError::UNKNOWN));
+                    assert!(
+                        matches!(early, Err(ReplyError::TrailerIncomplete { .. })),
+                        "{early:?}"
+                    );
+                    return;
+                }
                 match class {
                     CallClass::Sync => {
                         let reply = Reply::generate(call.code(), &mut g).expect("sync has reply");
@@ -87,6 +102,23 @@ pub fn recording_app(seen: Rc<RefCell<Seen>>, hold_async: bool, seed: u64) -> Se
                     }
                     _ if hold_async => s.held.push(id),
                     _ => r.complete_async(id, Ok(())).expect("complete accepted"),
+                }
+            }
+            ServerEvent::Trailer {
+                id,
+                bytes,
+                offset,
+                done,
+            } => {
+                s.trailer_pieces.push((id, offset, bytes.to_vec()));
+                if done {
+                    // A call answered internally (sticky) was never seen.
+                    let Some(pos) = s.awaiting_trailer.iter().position(|a| a.0 == id) else {
+                        return;
+                    };
+                    let (_, code) = s.awaiting_trailer.remove(pos);
+                    let reply = Reply::generate(code, &mut g).expect("sync has reply");
+                    r.reply(id, Ok(reply)).expect("reply accepted");
                 }
             }
             ServerEvent::Closed { error } => s.closed = Some(error),
