@@ -92,7 +92,9 @@ pub fn socket_ping_pong(
 ) -> Result<Measured, BenchError> {
     assert!(iters > 0 && message_bytes > 0);
     let listener = TcpListener::bind("127.0.0.1:0").map_err(BenchError::io("bind baseline"))?;
-    let addr = listener.local_addr().map_err(BenchError::io("local_addr"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(BenchError::io("local_addr"))?;
     let echo = thread::spawn(move || -> std::io::Result<()> {
         pin_current_thread(1);
         let (mut s, _) = listener.accept()?;
@@ -118,8 +120,10 @@ pub fn socket_ping_pong(
             started = Instant::now();
         }
         let t0 = Instant::now();
-        s.write_all(&msg).map_err(BenchError::io("baseline write"))?;
-        s.read_exact(&mut back).map_err(BenchError::io("baseline read"))?;
+        s.write_all(&msg)
+            .map_err(BenchError::io("baseline write"))?;
+        s.read_exact(&mut back)
+            .map_err(BenchError::io("baseline read"))?;
         if i >= warmup {
             record(&mut histogram, t0.elapsed().as_nanos() as u64);
         }
@@ -167,7 +171,9 @@ pub fn memcpy_bandwidth(warmup: u64, iters: u64, size: usize) -> Measured {
 pub fn socket_bandwidth(warmup: u64, iters: u64, size: usize) -> Result<Measured, BenchError> {
     assert!(iters > 0 && size > 0);
     let listener = TcpListener::bind("127.0.0.1:0").map_err(BenchError::io("bind baseline"))?;
-    let addr = listener.local_addr().map_err(BenchError::io("local_addr"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(BenchError::io("local_addr"))?;
     let sink = thread::spawn(move || -> std::io::Result<()> {
         pin_current_thread(1);
         let (mut s, _) = listener.accept()?;
@@ -193,8 +199,10 @@ pub fn socket_bandwidth(warmup: u64, iters: u64, size: usize) -> Result<Measured
             started = Instant::now();
         }
         let t0 = Instant::now();
-        s.write_all(&payload).map_err(BenchError::io("baseline write"))?;
-        s.read_exact(&mut ack).map_err(BenchError::io("baseline ack"))?;
+        s.write_all(&payload)
+            .map_err(BenchError::io("baseline write"))?;
+        s.read_exact(&mut ack)
+            .map_err(BenchError::io("baseline ack"))?;
         if ack[0] != 0x3c {
             return Err(BenchError::Mismatch("baseline ack byte".into()));
         }

@@ -23,6 +23,9 @@ pub fn init() {
 
 /// Pins the calling thread to `core_index` (modulo the cores available). Returns whether it worked.
 pub fn pin_current_thread(core_index: usize) -> bool {
+    if std::env::var_os("RGPU_BENCH_NO_PIN").is_some() {
+        return false;
+    }
     let cores = cores();
     if cores.is_empty() {
         return false;

@@ -233,11 +233,19 @@ mod tests {
     #[test]
     fn json_has_the_contract_fields() {
         let m = Measured {
-            latency: Percentiles { p50_ns: 500, p99_ns: 900, p999_ns: 2000 },
+            latency: Percentiles {
+                p50_ns: 500,
+                p99_ns: 900,
+                p999_ns: 2000,
+            },
             ops_per_sec: 1.5e6,
         };
         let b = Measured {
-            latency: Percentiles { p50_ns: 250, p99_ns: 400, p999_ns: 800 },
+            latency: Percentiles {
+                p50_ns: 250,
+                p99_ns: 400,
+                p999_ns: 800,
+            },
             ops_per_sec: 3e6,
         };
         let r = Report::new("shm", "null-call", 10, m, "atomic ping-pong", b);
