@@ -17,8 +17,8 @@ use rgpu_dataplane::shm::{ShmConfig, ShmListener, ShmTransport};
 use rgpu_dataplane::tcp::{TcpConfig, TcpUringListener, TcpUringTransport};
 use rgpu_dataplane::{Transport, TransportError};
 use rgpu_proto::{
-    Call, CallId, Client, ClientConfig, ClientEvent, CudaError, Framing, MemcpyHtoDReply,
-    NopReply, Payload, Reply, Server, ServerConfig, ServerEvent, Timestamp,
+    Call, CallId, Client, ClientConfig, ClientEvent, CudaError, Framing, MemcpyHtoDReply, NopReply,
+    Payload, Reply, Server, ServerConfig, ServerEvent, Timestamp,
 };
 use rgpu_ring::Slab;
 
@@ -214,13 +214,10 @@ impl Link {
                 (Box::new(t), server, Some(dir))
             }
             TransportChoice::Tcp => {
-                // Loopback only: the kernel copies zero-copy send pages again when it delivers
-                // them to a local socket, so SEND_ZC there adds page pinning and completion
-                // notifications to a copy that happens anyway (measured, bulk 64 MiB: ratio
-                // 0.5-0.8 with it, 1.1-1.5 without). Across a real NIC keep the default on.
+                // SEND_ZC stays at its default: the transport skips it for loopback peers
+                // (`TcpConfig::zc_on_loopback`), where the kernel copies the pages anyway.
                 let cfg = TcpConfig {
                     single_thread: true,
-                    zc_threshold_bytes: usize::MAX,
                     ..TcpConfig::default()
                 };
                 let listener = TcpUringListener::bind("127.0.0.1:0", cfg.clone())?;
@@ -251,7 +248,9 @@ impl Link {
         let deadline = Instant::now() + WAIT_BOUND;
         let mut done = false;
         while !done {
-            self.receive(deadline, |ev| done |= matches!(ev, ClientEvent::HandshakeDone { .. }))?;
+            self.receive(deadline, |ev| {
+                done |= matches!(ev, ClientEvent::HandshakeDone { .. })
+            })?;
         }
         Ok(())
     }
@@ -295,7 +294,10 @@ impl Link {
         // Everything ready goes out as one doorbell: the open async batch and the sync call.
         self.out.clear();
         while self.client.poll_transmit(&mut self.out).is_some() {}
-        assert!(!self.out.is_empty(), "a submitted sync call leaves a batch to send");
+        assert!(
+            !self.out.is_empty(),
+            "a submitted sync call leaves a batch to send"
+        );
         let mut first = true;
         while !answered {
             let client = &mut self.client;
@@ -312,7 +314,8 @@ impl Link {
                 }
             };
             if std::mem::take(&mut first) {
-                self.transport.send_then_recv(&self.out, Some(deadline), &mut visit)?;
+                self.transport
+                    .send_then_recv(&self.out, Some(deadline), &mut visit)?;
             } else {
                 self.transport.recv(Some(deadline), &mut visit)?;
             }
@@ -342,7 +345,8 @@ impl Link {
                             payload.len()
                         )));
                     }
-                    self.transport.send_vectored(&[IoSlice::new(batch), IoSlice::new(payload)])?;
+                    self.transport
+                        .send_vectored(&[IoSlice::new(batch), IoSlice::new(payload)])?;
                     self.client.advance_transmit();
                     self.client
                         .trailer_sent(owed.len)
@@ -356,7 +360,9 @@ impl Link {
             }
         }
         if !trailer_sent {
-            return Err(BenchError::Mismatch(format!("no trailer was owed for {id:?}")));
+            return Err(BenchError::Mismatch(format!(
+                "no trailer was owed for {id:?}"
+            )));
         }
         let deadline = Instant::now() + WAIT_BOUND;
         let mut answered = false;
@@ -439,7 +445,10 @@ fn serve<T: ServerTransport>(mut t: T, mut server: Server) -> Result<ServeStats,
                                     resp.reply(id, Ok(Reply::MemcpyHtoDReply(MemcpyHtoDReply {})))
                                 }
                                 Payload::Arena { offset, len } => {
-                                    pending.push(PendingBulk { id, slab: Slab { offset, len } });
+                                    pending.push(PendingBulk {
+                                        id,
+                                        slab: Slab { offset, len },
+                                    });
                                     Ok(())
                                 }
                                 Payload::Trailing { len } => {
@@ -457,7 +466,12 @@ fn serve<T: ServerTransport>(mut t: T, mut server: Server) -> Result<ServeStats,
                     }
                     // Trailer bytes that came with the frame's chunk: copied into place; the rest
                     // is received straight into the device buffer after this receive.
-                    ServerEvent::Trailer { id, bytes, offset, done } => match landing {
+                    ServerEvent::Trailer {
+                        id,
+                        bytes,
+                        offset,
+                        done,
+                    } => match landing {
                         Some(l) if l.id == id => {
                             let at = offset as usize;
                             device[at..at + bytes.len()].copy_from_slice(bytes);
@@ -498,7 +512,9 @@ fn serve<T: ServerTransport>(mut t: T, mut server: Server) -> Result<ServeStats,
             // left <= l.len, both bounded by the device buffer's length.
             let at = l.len - left as usize;
             t.recv_exact_into(&mut device[at..l.len], Some(Instant::now() + WAIT_BOUND))?;
-            server.trailer_received(now(), left).map_err(|e| BenchError::Protocol(e.to_string()))?;
+            server
+                .trailer_received(now(), left)
+                .map_err(|e| BenchError::Protocol(e.to_string()))?;
             landing = None;
             landed(&device[..l.len], &mut stats);
             server

@@ -121,7 +121,9 @@ fn main() -> ExitCode {
         }
     };
     if pin::cores_available() < 2 {
-        report.notes.push("fewer than two cores: sides share a core, latency is inflated".into());
+        report
+            .notes
+            .push("fewer than two cores: sides share a core, latency is inflated".into());
     }
     print!("{}", report.table());
     if let Some(path) = &args.json {

@@ -76,7 +76,9 @@ pub fn null_call(choice: TransportChoice, iters: u64) -> Result<Report, BenchErr
         ),
     };
     let mut report = Report::new(choice.name(), "null-call", iters, ours, &name, base);
-    report.notes.push(format!("request frame {request_bytes} B; client on core 0, server on core 1"));
+    report.notes.push(format!(
+        "request frame {request_bytes} B; client on core 0, server on core 1"
+    ));
     Ok(report)
 }
 
@@ -121,7 +123,9 @@ pub fn async_calls(choice: TransportChoice, iters: u64) -> Result<Report, BenchE
     let tuning = async_tuning();
     let mut link = Link::open(choice, tuning)?;
     let payload = [0x42u8; ASYNC_PAYLOAD_BYTES];
-    let call = AsyncNop { payload: Blob(&payload) };
+    let call = AsyncNop {
+        payload: Blob(&payload),
+    };
     let mut histogram = new_histogram();
     let mut started = Instant::now();
     let mut credit_waits = 0u64;
@@ -148,7 +152,10 @@ pub fn async_calls(choice: TransportChoice, iters: u64) -> Result<Report, BenchE
             }
         }
         if g >= warmup_groups {
-            record(&mut histogram, (t0.elapsed().as_nanos() as u64) / ASYNC_GROUP_CALLS);
+            record(
+                &mut histogram,
+                (t0.elapsed().as_nanos() as u64) / ASYNC_GROUP_CALLS,
+            );
         }
     }
     // A sync call behind the stream drains it: when it is answered, every async call ran.
@@ -249,7 +256,10 @@ fn raw_async(
             measured
         }
         TransportChoice::Tcp => {
-            let cfg = TcpConfig { single_thread: true, ..TcpConfig::default() };
+            let cfg = TcpConfig {
+                single_thread: true,
+                ..TcpConfig::default()
+            };
             let listener = TcpUringListener::bind("127.0.0.1:0", cfg.clone())?;
             let addr = listener.local_addr()?;
             let server = thread::spawn(move || -> Result<(), BenchError> {
@@ -310,10 +320,16 @@ pub fn bulk(choice: TransportChoice, iters: u64, size: usize) -> Result<Report, 
         }
         let t0 = Instant::now();
         let src = match slab {
-            Some(s) => Payload::Arena { offset: s.offset, len: size as u64 },
+            Some(s) => Payload::Arena {
+                offset: s.offset,
+                len: size as u64,
+            },
             None => Payload::Trailing { len: size as u64 },
         };
-        let call = MemcpyHtoD { dst: DevicePtr(0x1_0000_0000), src };
+        let call = MemcpyHtoD {
+            dst: DevicePtr(0x1_0000_0000),
+            src,
+        };
         let id = link.client.submit(now(), &call, StreamHandle(0))?;
         match slab {
             Some(_) => link.round_trip(id)?,
@@ -355,7 +371,9 @@ pub fn bulk(choice: TransportChoice, iters: u64, size: usize) -> Result<Report, 
         ratio_to_baseline: gbps(&ours) / gbps(&base),
     });
     report.notes.push(match choice {
-        TransportChoice::Shm => "source in the shared arena (pinned host memory); sent by reference".into(),
+        TransportChoice::Shm => {
+            "source in the shared arena (pinned host memory); sent by reference".into()
+        }
         TransportChoice::Tcp => {
             "payload streamed as a trailer after the frame (one vectored send, received in place)"
                 .into()

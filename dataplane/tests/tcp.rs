@@ -180,7 +180,11 @@ fn bulk_round_trips(cfg: TcpConfig) -> TcpFeatures {
 
 #[test]
 fn bulk_1b_to_64mib_with_send_zc() {
-    let cfg = TcpConfig::default();
+    // Loopback peers skip SEND_ZC by default; opt in so the zero-copy path is exercised.
+    let cfg = TcpConfig {
+        zc_on_loopback: true,
+        ..TcpConfig::default()
+    };
     let (c, server) = with_server(cfg.clone(), |t| t.features());
     let (client_features, server_features) = (c.features(), server.join().unwrap());
     drop(c);
@@ -209,6 +213,16 @@ fn kernel_at_least(major: u32, minor: u32) -> bool {
 }
 
 #[test]
+fn loopback_peers_skip_send_zc_by_default() {
+    let (c, server) = with_server(TcpConfig::default(), |t| t.features());
+    let (f, sf) = (c.features(), server.join().unwrap());
+    drop(c);
+    assert!(!f.send_zc && !sf.send_zc, "client {f:?}, server {sf:?}");
+    // The copying path still moves every size intact.
+    assert_eq!(bulk_round_trips(TcpConfig::default()), f);
+}
+
+#[test]
 fn bulk_with_copying_sends_and_plain_recv_fallback() {
     let cfg = TcpConfig {
         zc_threshold_bytes: usize::MAX,
@@ -229,6 +243,7 @@ fn zero_copy_for_every_send_above_tiny_threshold() {
     // registered-stage SEND_ZC for vectored ones.
     let cfg = TcpConfig {
         zc_threshold_bytes: 16,
+        zc_on_loopback: true,
         ..TcpConfig::default()
     };
     let (mut c, server) = with_server(cfg, echo);

@@ -75,7 +75,8 @@ pub struct TcpUringTransport {
     cfg: TcpConfig,
     send: SendState,
     recv: RecvState,
-    /// Zero-copy failed once on this socket (e.g. `EOPNOTSUPP`); copy instead.
+    /// Zero-copy is off for this socket: it failed once (e.g. `EOPNOTSUPP`), or the peer is on
+    /// loopback and `zc_on_loopback` is off; copy instead.
     zc_refused: bool,
     /// Why the transport refuses further use, if it does.
     broken: Option<&'static str>,
@@ -139,6 +140,8 @@ impl TcpUringTransport {
         };
         let stage = StageBuf::register(&ring, cfg.send_stage_bytes)?;
         let cfg_tick_ms = cfg.wait_tick_ms;
+        let cfg_zc_on_loopback = cfg.zc_on_loopback;
+        let peer_is_loopback = stream.peer_addr().is_ok_and(|a| a.ip().is_loopback());
         let plain = PlainBuf::new(cfg.recv_buf_bytes)?;
         tracing::debug!(peer = ?stream.peer_addr().ok(), multishot = bufs.is_some(), "tcp transport up");
         Ok(Self {
@@ -151,7 +154,7 @@ impl TcpUringTransport {
             cfg,
             send: SendState::default(),
             recv: RecvState::default(),
-            zc_refused: false,
+            zc_refused: !cfg_zc_on_loopback && peer_is_loopback,
             broken: None,
             issuer: None,
             tick: Tick {
