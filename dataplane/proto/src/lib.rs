@@ -90,7 +90,7 @@
 //! assert!(answered);
 //! ```
 //!
-//! See `docs/wire.md` and `docs/protocol.md` in this crate for the wire
+//! See `docs/wire.md` and `docs/protocol.md` at the repository root for the wire
 //! spec and the state machine.
 
 #![forbid(unsafe_code)]

@@ -9,7 +9,7 @@ const END: &str = "<!-- END CALL TABLE -->";
 
 #[test]
 fn wire_doc_call_table_matches_macro() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/wire.md");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/wire.md");
     let doc = std::fs::read_to_string(path).expect("docs/wire.md exists");
     let start = doc.find(BEGIN).expect("begin marker") + BEGIN.len();
     let end = doc[start..].find(END).expect("end marker") + start;
