@@ -15,10 +15,9 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::Instant;
 
 use crate::pin::pin_current_thread;
-use crate::report::{new_histogram, record, Measured, Percentiles};
+use crate::report::{timed_loop, Measured};
 use crate::BenchError;
 
 /// A value padded to its own 128-byte block, so the two ping-pong words never share a line
@@ -58,30 +57,19 @@ pub fn atomic_ping_pong(warmup: u64, iters: u64) -> Measured {
         }
     });
     pin_current_thread(0);
-    let mut histogram = new_histogram();
-    let total = warmup + iters;
-    let mut started = Instant::now();
-    for i in 1..=total {
-        if i == warmup + 1 {
-            started = Instant::now();
-        }
-        let t0 = Instant::now();
-        shared.ping.0.store(i, Ordering::Release);
-        while shared.pong.0.load(Ordering::Acquire) != i {
+    let measured = timed_loop::<(), _>(warmup, iters, |i| {
+        let token = i + 1;
+        shared.ping.0.store(token, Ordering::Release);
+        while shared.pong.0.load(Ordering::Acquire) != token {
             std::hint::spin_loop();
         }
-        if i > warmup {
-            record(&mut histogram, t0.elapsed().as_nanos() as u64);
-        }
-    }
-    let elapsed = started.elapsed();
+        Ok(())
+    });
     shared.stop.0.store(true, Ordering::Relaxed);
     // The echo thread only loops and stores; it cannot panic, so join only fails if it did.
     echo.join().expect("atomic echo thread does not panic");
-    Measured {
-        latency: Percentiles::of(&histogram),
-        ops_per_sec: iters as f64 / elapsed.as_secs_f64(),
-    }
+    // The loop body never fails.
+    measured.unwrap_or_else(|()| unreachable!("the ping-pong loop has no error path"))
 }
 
 /// Blocking-socket ping-pong over loopback with `TCP_NODELAY`, `message_bytes` each way.
@@ -113,31 +101,18 @@ pub fn socket_ping_pong(
     s.set_nodelay(true).map_err(BenchError::io("nodelay"))?;
     let msg = vec![0x5au8; message_bytes];
     let mut back = vec![0u8; message_bytes];
-    let mut histogram = new_histogram();
-    let mut started = Instant::now();
-    for i in 0..warmup + iters {
-        if i == warmup {
-            started = Instant::now();
-        }
-        let t0 = Instant::now();
+    let measured = timed_loop(warmup, iters, |_| {
         s.write_all(&msg)
             .map_err(BenchError::io("baseline write"))?;
         s.read_exact(&mut back)
-            .map_err(BenchError::io("baseline read"))?;
-        if i >= warmup {
-            record(&mut histogram, t0.elapsed().as_nanos() as u64);
-        }
-    }
-    let elapsed = started.elapsed();
+            .map_err(BenchError::io("baseline read"))
+    })?;
     drop(s);
     match echo.join() {
         Ok(result) => result.map_err(BenchError::io("baseline echo"))?,
         Err(_) => return Err(BenchError::Setup("baseline echo thread panicked".into())),
     }
-    Ok(Measured {
-        latency: Percentiles::of(&histogram),
-        ops_per_sec: iters as f64 / elapsed.as_secs_f64(),
-    })
+    Ok(measured)
 }
 
 /// `memcpy` of `size` bytes between two buffers that were touched beforehand.
@@ -146,25 +121,13 @@ pub fn memcpy_bandwidth(warmup: u64, iters: u64, size: usize) -> Measured {
     pin_current_thread(1);
     let src = vec![0xa5u8; size];
     let mut dst = vec![0u8; size];
-    let mut histogram = new_histogram();
-    let mut started = Instant::now();
-    for i in 0..warmup + iters {
-        if i == warmup {
-            started = Instant::now();
-        }
-        let t0 = Instant::now();
+    let measured = timed_loop::<(), _>(warmup, iters, |_| {
         dst.copy_from_slice(black_box(&src));
         black_box(&mut dst);
-        if i >= warmup {
-            record(&mut histogram, t0.elapsed().as_nanos() as u64);
-        }
-    }
-    let elapsed = started.elapsed();
+        Ok(())
+    });
     assert_eq!(dst[size - 1], 0xa5, "the copy happened");
-    Measured {
-        latency: Percentiles::of(&histogram),
-        ops_per_sec: iters as f64 / elapsed.as_secs_f64(),
-    }
+    measured.unwrap_or_else(|()| unreachable!("the memcpy loop has no error path"))
 }
 
 /// Blocking loopback transfer of `size` bytes, acknowledged by one byte, `iters` times.
@@ -192,13 +155,7 @@ pub fn socket_bandwidth(warmup: u64, iters: u64, size: usize) -> Result<Measured
     s.set_nodelay(true).map_err(BenchError::io("nodelay"))?;
     let payload = vec![0x3cu8; size];
     let mut ack = [0u8; 1];
-    let mut histogram = new_histogram();
-    let mut started = Instant::now();
-    for i in 0..warmup + iters {
-        if i == warmup {
-            started = Instant::now();
-        }
-        let t0 = Instant::now();
+    let measured = timed_loop(warmup, iters, |_| {
         s.write_all(&payload)
             .map_err(BenchError::io("baseline write"))?;
         s.read_exact(&mut ack)
@@ -206,18 +163,12 @@ pub fn socket_bandwidth(warmup: u64, iters: u64, size: usize) -> Result<Measured
         if ack[0] != 0x3c {
             return Err(BenchError::Mismatch("baseline ack byte".into()));
         }
-        if i >= warmup {
-            record(&mut histogram, t0.elapsed().as_nanos() as u64);
-        }
-    }
-    let elapsed = started.elapsed();
+        Ok(())
+    })?;
     drop(s);
     match sink.join() {
         Ok(result) => result.map_err(BenchError::io("baseline sink"))?,
         Err(_) => return Err(BenchError::Setup("baseline sink thread panicked".into())),
     }
-    Ok(Measured {
-        latency: Percentiles::of(&histogram),
-        ops_per_sec: iters as f64 / elapsed.as_secs_f64(),
-    })
+    Ok(measured)
 }

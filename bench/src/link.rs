@@ -97,21 +97,94 @@ pub struct ServeStats {
     pub calls: u64,
     /// Bulk bytes copied into the "device" buffer.
     pub bulk_bytes: u64,
-    /// XOR-fold of every bulk copy's last byte, so the copies cannot be optimised away and a
-    /// scenario can check them.
-    pub bulk_check: u64,
+    /// CRC-32 of the "device" buffer when the client hung up, so a bulk scenario can check that
+    /// what landed is what the client sent.
+    pub device_crc: u32,
 }
 
 /// The client end of a bench connection.
 pub struct Link {
     /// The protocol client.
     pub client: Client,
-    /// Its transport.
-    pub transport: Box<dyn ClientTransport>,
+    /// Its transport, and the serving thread on the other end.
+    pub pair: TransportPair<ServeStats>,
     /// Outgoing batch buffer, reused.
     out: Vec<u8>,
-    server: Option<JoinHandle<Result<ServeStats, BenchError>>>,
-    _socket_dir: Option<TempDir>,
+}
+
+/// A connected transport pair: the client end on the calling thread (pinned to core 0) and a
+/// serving thread (pinned to core 1) running `serve` on the other end.
+pub struct TransportPair<R> {
+    /// The client end.
+    pub client: Box<dyn ClientTransport>,
+    /// The serving thread; joins to what `serve` returned.
+    pub server: JoinHandle<Result<R, BenchError>>,
+    /// Holds the shm listener's socket directory until the pair is done.
+    socket_dir: Option<TempDir>,
+}
+
+impl<R: Send + 'static> TransportPair<R> {
+    /// Listens on `choice`, starts the serving thread, and connects the client end to it.
+    pub fn open<F>(
+        choice: TransportChoice,
+        tuning: LinkTuning,
+        serve: F,
+    ) -> Result<Self, BenchError>
+    where
+        F: FnOnce(&mut dyn ServerTransport) -> Result<R, BenchError> + Send + 'static,
+    {
+        let (client, server, socket_dir): (Box<dyn ClientTransport>, _, _) = match choice {
+            TransportChoice::Shm => {
+                let dir = temp_dir()?;
+                let mut cfg = ShmConfig::default();
+                cfg.segment.ring_bytes = tuning.ring_bytes;
+                cfg.segment.arena_bytes = tuning.arena_bytes;
+                let path = dir.0.join("worker.sock");
+                let listener = ShmListener::bind(&path, cfg.clone())?;
+                let server = thread::spawn(move || {
+                    pin_current_thread(1);
+                    let mut t = listener.accept(Some(Instant::now() + WAIT_BOUND))?;
+                    serve(&mut t)
+                });
+                let t = ShmTransport::connect(&path, cfg)?;
+                (Box::new(t), server, Some(dir))
+            }
+            TransportChoice::Tcp => {
+                // SEND_ZC stays at its default: the transport skips it for loopback peers
+                // (`TcpConfig::zc_on_loopback`), where the kernel copies the pages anyway.
+                let cfg = TcpConfig {
+                    single_thread: true,
+                    ..TcpConfig::default()
+                };
+                let listener = TcpUringListener::bind("127.0.0.1:0", cfg.clone())?;
+                let addr = listener.local_addr()?;
+                let server = thread::spawn(move || {
+                    pin_current_thread(1);
+                    let mut t = listener.accept(Some(Instant::now() + WAIT_BOUND))?;
+                    serve(&mut t)
+                });
+                let t = TcpUringTransport::connect(addr, cfg)?;
+                (Box::new(t), server, None)
+            }
+        };
+        pin_current_thread(0);
+        Ok(Self {
+            client,
+            server,
+            socket_dir,
+        })
+    }
+
+    /// Drops the client end (the peer sees it hang up) and joins the serving thread.
+    pub fn finish(self) -> Result<R, BenchError> {
+        drop(self.client);
+        let joined = self.server.join();
+        drop(self.socket_dir);
+        match joined {
+            Ok(result) => result,
+            Err(_) => Err(BenchError::Setup("serving thread panicked".into())),
+        }
+    }
 }
 
 /// What the bench needs of a client transport beyond [`Transport`]: arena slabs on shm.
@@ -141,7 +214,8 @@ impl ClientTransport for TcpUringTransport {
 }
 
 /// What the serving loop needs of a server transport: arena reads on shm.
-trait ServerTransport: Transport {
+pub trait ServerTransport: Transport {
+    /// Bytes of an arena slab the client named, validated against the arena bounds.
     fn arena_bytes(&self, slab: Slab) -> Result<&[u8], TransportError>;
 }
 
@@ -197,47 +271,13 @@ impl Link {
             max_batch_bytes: tuning.batch_bytes,
             ..ClientConfig::default()
         };
-        let (transport, server, socket_dir): (Box<dyn ClientTransport>, _, _) = match choice {
-            TransportChoice::Shm => {
-                let dir = temp_dir()?;
-                let mut cfg = ShmConfig::default();
-                cfg.segment.ring_bytes = tuning.ring_bytes;
-                cfg.segment.arena_bytes = tuning.arena_bytes;
-                let path = dir.0.join("worker.sock");
-                let listener = ShmListener::bind(&path, cfg.clone())?;
-                let server = thread::spawn(move || {
-                    pin_current_thread(1);
-                    let t = listener.accept(Some(Instant::now() + WAIT_BOUND))?;
-                    serve(t, Server::new(server_cfg, now()))
-                });
-                let t = ShmTransport::connect(&path, cfg)?;
-                (Box::new(t), server, Some(dir))
-            }
-            TransportChoice::Tcp => {
-                // SEND_ZC stays at its default: the transport skips it for loopback peers
-                // (`TcpConfig::zc_on_loopback`), where the kernel copies the pages anyway.
-                let cfg = TcpConfig {
-                    single_thread: true,
-                    ..TcpConfig::default()
-                };
-                let listener = TcpUringListener::bind("127.0.0.1:0", cfg.clone())?;
-                let addr = listener.local_addr()?;
-                let server = thread::spawn(move || {
-                    pin_current_thread(1);
-                    let t = listener.accept(Some(Instant::now() + WAIT_BOUND))?;
-                    serve(t, Server::new(server_cfg, now()))
-                });
-                let t = TcpUringTransport::connect(addr, cfg)?;
-                (Box::new(t), server, None)
-            }
-        };
-        pin_current_thread(0);
+        let pair = TransportPair::open(choice, tuning, move |t| {
+            serve(t, Server::new(server_cfg, now()))
+        })?;
         let mut link = Self {
             client: Client::new(client_cfg, now()),
-            transport,
+            pair,
             out: Vec::with_capacity(1 << 20),
-            server: Some(server),
-            _socket_dir: socket_dir,
         };
         link.handshake()?;
         Ok(link)
@@ -258,7 +298,7 @@ impl Link {
     /// Sends every batch the client has ready.
     pub fn transmit(&mut self) -> Result<(), BenchError> {
         while let Some(batch) = self.client.peek_transmit() {
-            self.transport.send(batch)?;
+            self.pair.client.send(batch)?;
             self.client.advance_transmit();
         }
         Ok(())
@@ -271,7 +311,7 @@ impl Link {
     {
         let client = &mut self.client;
         let mut failed = None;
-        self.transport.recv(Some(deadline), &mut |bytes| {
+        self.pair.client.recv(Some(deadline), &mut |bytes| {
             if failed.is_some() {
                 return;
             }
@@ -314,10 +354,11 @@ impl Link {
                 }
             };
             if std::mem::take(&mut first) {
-                self.transport
+                self.pair
+                    .client
                     .send_then_recv(&self.out, Some(deadline), &mut visit)?;
             } else {
-                self.transport.recv(Some(deadline), &mut visit)?;
+                self.pair.client.recv(Some(deadline), &mut visit)?;
             }
             if let Some(e) = failed {
                 return Err(BenchError::Protocol(e.to_string()));
@@ -345,7 +386,8 @@ impl Link {
                             payload.len()
                         )));
                     }
-                    self.transport
+                    self.pair
+                        .client
                         .send_vectored(&[IoSlice::new(batch), IoSlice::new(payload)])?;
                     self.client.advance_transmit();
                     self.client
@@ -354,7 +396,7 @@ impl Link {
                     trailer_sent = true;
                 }
                 None => {
-                    self.transport.send(batch)?;
+                    self.pair.client.send(batch)?;
                     self.client.advance_transmit();
                 }
             }
@@ -374,14 +416,8 @@ impl Link {
     }
 
     /// Closes the connection and returns what the serving thread counted.
-    pub fn finish(mut self) -> Result<ServeStats, BenchError> {
-        let server = self.server.take();
-        drop(self);
-        match server.map(JoinHandle::join) {
-            Some(Ok(result)) => result,
-            Some(Err(_)) => Err(BenchError::Setup("serving thread panicked".into())),
-            None => Err(BenchError::Setup("serving thread already joined".into())),
-        }
+    pub fn finish(self) -> Result<ServeStats, BenchError> {
+        self.pair.finish()
     }
 }
 
@@ -421,7 +457,7 @@ struct Landing {
 }
 
 /// The serving loop: the stand-in for the GPU worker.
-fn serve<T: ServerTransport>(mut t: T, mut server: Server) -> Result<ServeStats, BenchError> {
+fn serve(t: &mut dyn ServerTransport, mut server: Server) -> Result<ServeStats, BenchError> {
     let mut stats = ServeStats::default();
     let mut device: Vec<u8> = Vec::new();
     let mut pending: Vec<PendingBulk> = Vec::new();
@@ -498,6 +534,7 @@ fn serve<T: ServerTransport>(mut t: T, mut server: Server) -> Result<ServeStats,
         match received {
             Ok(_) => {}
             Err(TransportError::PeerGone { .. } | TransportError::Closed { .. }) => {
+                stats.device_crc = crc32fast::hash(&device);
                 return Ok(stats);
             }
             Err(e) => return Err(e.into()),
@@ -546,5 +583,4 @@ fn copy_to_device(device: &mut Vec<u8>, bytes: &[u8], stats: &mut ServeStats) {
 /// Counts a bulk copy that finished landing in the "device" buffer.
 fn landed(bytes: &[u8], stats: &mut ServeStats) {
     stats.bulk_bytes += bytes.len() as u64;
-    stats.bulk_check ^= u64::from(bytes.last().copied().unwrap_or(0));
 }

@@ -30,6 +30,34 @@ pub fn record(histogram: &mut Histogram<u64>, latency_ns: u64) {
     histogram.saturating_record(clamped);
 }
 
+/// Runs `op` for `warmup` untimed iterations, then `iters` timed ones, recording each timed
+/// iteration's latency; the rate is taken over the timed iterations only. Every latency loop of the
+/// bench goes through here, so rgpu paths and their baselines are timed by the same code.
+pub fn timed_loop<E, F>(warmup: u64, iters: u64, mut op: F) -> Result<Measured, E>
+where
+    F: FnMut(u64) -> Result<(), E>,
+{
+    assert!(
+        iters > 0,
+        "a timed loop needs at least one measured iteration"
+    );
+    for i in 0..warmup {
+        op(i)?;
+    }
+    let mut histogram = new_histogram();
+    let started = std::time::Instant::now();
+    for i in warmup..warmup + iters {
+        let t0 = std::time::Instant::now();
+        op(i)?;
+        record(&mut histogram, t0.elapsed().as_nanos() as u64);
+    }
+    let elapsed = started.elapsed();
+    Ok(Measured {
+        latency: Percentiles::of(&histogram),
+        ops_per_sec: iters as f64 / elapsed.as_secs_f64(),
+    })
+}
+
 /// Latency percentiles taken from one histogram.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Percentiles {
@@ -219,6 +247,20 @@ mod tests {
         let p = Percentiles::of(&h);
         assert!((4_990..=5_010).contains(&p.p50_ns), "p50 was {}", p.p50_ns);
         assert!(p.p99_ns >= p.p50_ns && p.p999_ns >= p.p99_ns);
+    }
+
+    #[test]
+    fn timed_loop_runs_warmup_then_measures_and_stops_on_error() {
+        let mut seen = Vec::new();
+        let m = timed_loop::<(), _>(2, 3, |i| {
+            seen.push(i);
+            Ok(())
+        })
+        .expect("no error");
+        assert_eq!(seen, vec![0, 1, 2, 3, 4]);
+        assert!(m.ops_per_sec > 0.0);
+        let failed = timed_loop(0, 10, |i| if i == 4 { Err(i) } else { Ok(()) });
+        assert_eq!(failed.err(), Some(4));
     }
 
     #[test]

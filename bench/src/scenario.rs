@@ -7,18 +7,14 @@
 //!   over tcp as a trailer streamed right after the call's frame), landing in a "device" buffer on
 //!   the serving side.
 
-use std::thread;
 use std::time::Instant;
 
-use rgpu_dataplane::shm::{ShmConfig, ShmListener, ShmTransport};
-use rgpu_dataplane::tcp::{TcpConfig, TcpUringListener, TcpUringTransport};
 use rgpu_dataplane::{Transport, TransportError};
 use rgpu_proto::{AsyncNop, Blob, DevicePtr, MemcpyHtoD, Nop, Payload, StreamHandle, SubmitError};
 
 use crate::baseline;
-use crate::link::{now, Link, LinkTuning, TransportChoice, WAIT_BOUND};
-use crate::pin::pin_current_thread;
-use crate::report::{new_histogram, record, Bandwidth, Measured, Percentiles, Report};
+use crate::link::{now, Link, LinkTuning, TransportChoice, TransportPair, WAIT_BOUND};
+use crate::report::{new_histogram, record, timed_loop, Bandwidth, Measured, Percentiles, Report};
 use crate::BenchError;
 
 /// Opaque payload of the async call, chosen so one `AsyncNop` frame is 64 bytes on the wire
@@ -39,20 +35,10 @@ pub fn null_call(choice: TransportChoice, iters: u64) -> Result<Report, BenchErr
     let warmup = warmup_of(iters);
     let mut link = Link::open(choice, LinkTuning::default())?;
     let request_bytes = nop_frame_bytes(&mut link)?;
-    let mut histogram = new_histogram();
-    let mut started = Instant::now();
-    for i in 0..warmup + iters {
-        if i == warmup {
-            started = Instant::now();
-        }
-        let t0 = Instant::now();
+    let ours = timed_loop(warmup, iters, |_| {
         let id = link.client.submit(now(), &Nop {}, StreamHandle(0))?;
-        link.round_trip(id)?;
-        if i >= warmup {
-            record(&mut histogram, t0.elapsed().as_nanos() as u64);
-        }
-    }
-    let elapsed = started.elapsed();
+        link.round_trip(id)
+    })?;
     let stats = link.finish()?;
     if stats.calls < warmup + iters {
         return Err(BenchError::Mismatch(format!(
@@ -61,10 +47,6 @@ pub fn null_call(choice: TransportChoice, iters: u64) -> Result<Report, BenchErr
             warmup + iters
         )));
     }
-    let ours = Measured {
-        latency: Percentiles::of(&histogram),
-        ops_per_sec: iters as f64 / elapsed.as_secs_f64(),
-    };
     let (name, base) = match choice {
         TransportChoice::Shm => (
             "shared-atomic ping-pong".to_owned(),
@@ -88,7 +70,7 @@ fn nop_frame_bytes(link: &mut Link) -> Result<usize, BenchError> {
     let mut probe = Vec::new();
     while let Some(batch) = link.client.peek_transmit() {
         probe.extend_from_slice(batch);
-        link.transport.send(batch)?;
+        link.pair.client.send(batch)?;
         link.client.advance_transmit();
     }
     let deadline = Instant::now() + WAIT_BOUND;
@@ -233,59 +215,12 @@ fn raw_async(
         let _ = t.recv(Some(Instant::now() + WAIT_BOUND), &mut |_| {});
         Ok(())
     };
-    match choice {
-        TransportChoice::Shm => {
-            let dir = std::env::temp_dir().join(format!("rgpu-bench-raw-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).map_err(BenchError::io("create socket dir"))?;
-            let path = dir.join("raw.sock");
-            let mut cfg = ShmConfig::default();
-            cfg.segment.ring_bytes = tuning.ring_bytes;
-            cfg.segment.arena_bytes = tuning.arena_bytes;
-            let listener = ShmListener::bind(&path, cfg.clone())?;
-            let server = thread::spawn(move || -> Result<(), BenchError> {
-                pin_current_thread(1);
-                let mut t = listener.accept(Some(Instant::now() + WAIT_BOUND))?;
-                sink(&mut t)
-            });
-            pin_current_thread(0);
-            let mut client = ShmTransport::connect(&path, cfg)?;
-            let measured = run(&mut client);
-            drop(client);
-            join(server)?;
-            let _ = std::fs::remove_dir_all(&dir);
-            measured
-        }
-        TransportChoice::Tcp => {
-            let cfg = TcpConfig {
-                single_thread: true,
-                ..TcpConfig::default()
-            };
-            let listener = TcpUringListener::bind("127.0.0.1:0", cfg.clone())?;
-            let addr = listener.local_addr()?;
-            let server = thread::spawn(move || -> Result<(), BenchError> {
-                pin_current_thread(1);
-                let mut t = listener.accept(Some(Instant::now() + WAIT_BOUND))?;
-                sink(&mut t)
-            });
-            pin_current_thread(0);
-            let mut client = TcpUringTransport::connect(addr, cfg)?;
-            let measured = run(&mut client);
-            drop(client);
-            join(server)?;
-            measured
-        }
-    }
-}
-
-fn join(h: thread::JoinHandle<Result<(), BenchError>>) -> Result<(), BenchError> {
-    match h.join() {
-        Ok(r) => match r {
-            Ok(()) => Ok(()),
-            // The client hanging up first is how the sink is meant to end.
-            Err(BenchError::Transport(TransportError::PeerGone { .. })) => Ok(()),
-            Err(e) => Err(e),
-        },
-        Err(_) => Err(BenchError::Setup("baseline thread panicked".into())),
+    let mut pair = TransportPair::open(choice, tuning, move |t| sink(t))?;
+    let measured = run(pair.client.as_mut());
+    match pair.finish() {
+        // The client hanging up first is how the sink is meant to end.
+        Ok(()) | Err(BenchError::Transport(TransportError::PeerGone { .. })) => measured,
+        Err(e) => Err(e),
     }
 }
 
@@ -307,18 +242,12 @@ pub fn bulk(choice: TransportChoice, iters: u64, size: usize) -> Result<Report, 
     // Over shm the source is pinned host memory, which the shim carves out of the arena: the copy
     // travels as a reference. Over tcp it is an ordinary buffer streamed as the call's trailer:
     // one vectored send of [batch, buffer], received straight into the device buffer.
-    let slab = link.transport.alloc_slab(size)?;
+    let slab = link.pair.client.alloc_slab(size)?;
     let inline: Vec<u8> = (0..size).map(pattern).collect();
     if let Some(slab) = slab {
-        link.transport.slab_mut(slab)?[..size].copy_from_slice(&inline);
+        link.pair.client.slab_mut(slab)?[..size].copy_from_slice(&inline);
     }
-    let mut histogram = new_histogram();
-    let mut started = Instant::now();
-    for i in 0..warmup + iters {
-        if i == warmup {
-            started = Instant::now();
-        }
-        let t0 = Instant::now();
+    let ours = timed_loop(warmup, iters, |_| {
         let src = match slab {
             Some(s) => Payload::Arena {
                 offset: s.offset,
@@ -332,14 +261,10 @@ pub fn bulk(choice: TransportChoice, iters: u64, size: usize) -> Result<Report, 
         };
         let id = link.client.submit(now(), &call, StreamHandle(0))?;
         match slab {
-            Some(_) => link.round_trip(id)?,
-            None => link.round_trip_with_trailer(id, &inline)?,
+            Some(_) => link.round_trip(id),
+            None => link.round_trip_with_trailer(id, &inline),
         }
-        if i >= warmup {
-            record(&mut histogram, t0.elapsed().as_nanos() as u64);
-        }
-    }
-    let elapsed = started.elapsed();
+    })?;
     let stats = link.finish()?;
     let expected = (warmup + iters) * size as u64;
     if stats.bulk_bytes != expected {
@@ -348,10 +273,13 @@ pub fn bulk(choice: TransportChoice, iters: u64, size: usize) -> Result<Report, 
             stats.bulk_bytes
         )));
     }
-    let ours = Measured {
-        latency: Percentiles::of(&histogram),
-        ops_per_sec: iters as f64 / elapsed.as_secs_f64(),
-    };
+    let source_crc = crc32fast::hash(&inline);
+    if stats.device_crc != source_crc {
+        return Err(BenchError::Mismatch(format!(
+            "device buffer crc32 {:#010x} differs from the source's {source_crc:#010x}",
+            stats.device_crc
+        )));
+    }
     let (name, base) = match choice {
         TransportChoice::Shm => (
             "memcpy of the payload".to_owned(),
