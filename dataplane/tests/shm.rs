@@ -1,5 +1,9 @@
 //! Integration tests of the shared-memory transport (threads and processes).
 
+mod support;
+
+use support::{deadline, echo, echo_round_trips, pattern, recv_n};
+
 use std::io::IoSlice;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -15,26 +19,10 @@ use rgpu_dataplane::{Transport, TransportError, TransportKind};
 const CHILD_ROLE: &str = "RGPU_SHM_TEST_CHILD_ROLE";
 const CHILD_PATH: &str = "RGPU_SHM_TEST_CHILD_PATH";
 
-fn deadline(ms: u64) -> Option<Instant> {
-    Some(Instant::now() + Duration::from_millis(ms))
-}
-
 fn sock_path() -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
     std::env::temp_dir().join(format!("rgpu-shm-test-{}-{n}.sock", std::process::id()))
-}
-
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn big_cfg() -> ShmConfig {
@@ -62,33 +50,6 @@ fn with_server<R: Send + 'static>(
     (client, handle)
 }
 
-fn echo(mut t: ShmTransport) -> u64 {
-    let mut total = 0u64;
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match t.recv(deadline(20_000), &mut |b| buf.extend_from_slice(b)) {
-            Ok(n) => {
-                assert_eq!(n, buf.len());
-                total += n as u64;
-                t.send(&buf).unwrap();
-            }
-            Err(e) if e.is_peer_gone() => return total,
-            Err(e) => panic!("echo server: {e}"),
-        }
-    }
-}
-
-fn recv_n(t: &mut ShmTransport, len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        t.recv(deadline(20_000), &mut |b| out.extend_from_slice(b))
-            .unwrap();
-    }
-    assert_eq!(out.len(), len, "peer sent more than expected");
-    out
-}
-
 #[test]
 fn echo_round_trips_and_sides() {
     let (mut c, server) = with_server(ShmConfig::default(), |t| {
@@ -99,16 +60,7 @@ fn echo_round_trips_and_sides() {
     assert_eq!(c.kind(), TransportKind::Shm);
     assert_eq!(c.side(), Side::Client);
     let rounds = if cfg!(debug_assertions) { 500 } else { 5_000 };
-    for i in 0..rounds {
-        let msg = format!("ping {i}").into_bytes();
-        let mut got = Vec::new();
-        c.send_then_recv(&msg, deadline(10_000), &mut |b| got.extend_from_slice(b))
-            .unwrap();
-        if got.len() < msg.len() {
-            got.extend(recv_n(&mut c, msg.len() - got.len()));
-        }
-        assert_eq!(got, msg);
-    }
+    echo_round_trips(&mut c, rounds);
     drop(c);
     assert!(server.join().unwrap() > 0);
 }

@@ -1,28 +1,15 @@
 //! Integration tests of the io_uring TCP transport over loopback.
 
+mod support;
+
+use support::{deadline, echo, echo_round_trips, pattern, recv_n};
+
 use std::io::IoSlice;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rgpu_dataplane::tcp::{TcpConfig, TcpFeatures, TcpUringListener, TcpUringTransport};
 use rgpu_dataplane::{Transport, TransportError, TransportKind};
-
-fn deadline(ms: u64) -> Option<Instant> {
-    Some(Instant::now() + Duration::from_millis(ms))
-}
-
-/// Deterministic pseudo-random bytes (xorshift), so payloads are not all-equal.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// Starts a listener and runs `server` on the accepted transport in a thread.
 fn with_server<R: Send + 'static>(
@@ -39,50 +26,12 @@ fn with_server<R: Send + 'static>(
     (client, handle)
 }
 
-/// Echo server: returns every byte it receives until the peer goes away.
-fn echo(mut t: TcpUringTransport) -> u64 {
-    let mut total = 0u64;
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match t.recv(deadline(20_000), &mut |b| buf.extend_from_slice(b)) {
-            Ok(n) => {
-                assert_eq!(n, buf.len());
-                total += n as u64;
-                t.send(&buf).unwrap();
-            }
-            Err(e) if e.is_peer_gone() => return total,
-            Err(e) => panic!("echo server: {e}"),
-        }
-    }
-}
-
-/// Receives exactly `len` bytes through `recv` (chunked path).
-fn recv_n(t: &mut TcpUringTransport, len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        t.recv(deadline(20_000), &mut |b| out.extend_from_slice(b))
-            .unwrap();
-    }
-    assert_eq!(out.len(), len, "peer sent more than expected");
-    out
-}
-
 #[test]
 fn echo_round_trips_and_kind() {
     let (mut c, server) = with_server(TcpConfig::default(), echo);
     assert_eq!(c.kind(), TransportKind::TcpUring);
     let rounds = if cfg!(debug_assertions) { 200 } else { 2_000 };
-    for i in 0..rounds {
-        let msg = format!("ping {i}").into_bytes();
-        let mut got = Vec::new();
-        c.send_then_recv(&msg, deadline(10_000), &mut |b| got.extend_from_slice(b))
-            .unwrap();
-        if got.len() < msg.len() {
-            got.extend(recv_n(&mut c, msg.len() - got.len()));
-        }
-        assert_eq!(got, msg);
-    }
+    echo_round_trips(&mut c, rounds);
     drop(c);
     assert!(server.join().unwrap() > 0);
 }
