@@ -16,6 +16,10 @@ impl CudaError {
     pub const OUT_OF_MEMORY: Self = Self(2);
     /// `CUDA_ERROR_NOT_INITIALIZED`.
     pub const NOT_INITIALIZED: Self = Self(3);
+    /// `CUDA_ERROR_INVALID_DEVICE` (device ordinal out of range).
+    pub const INVALID_DEVICE: Self = Self(101);
+    /// `CUDA_ERROR_INVALID_IMAGE` (a module image that cannot be parsed).
+    pub const INVALID_IMAGE: Self = Self(200);
     /// `CUDA_ERROR_INVALID_HANDLE`.
     pub const INVALID_HANDLE: Self = Self(400);
     /// `CUDA_ERROR_NOT_FOUND` (e.g. a module "load by hash" that misses).
@@ -38,6 +42,8 @@ impl CudaError {
     pub const INVALID_PC: Self = Self(718);
     /// `CUDA_ERROR_LAUNCH_FAILED` (sticky).
     pub const LAUNCH_FAILED: Self = Self(719);
+    /// `CUDA_ERROR_NOT_SUPPORTED` (e.g. a real kernel image on the emulated device).
+    pub const NOT_SUPPORTED: Self = Self(801);
     /// `CUDA_ERROR_UNKNOWN`.
     pub const UNKNOWN: Self = Self(999);
 

@@ -1,0 +1,291 @@
+//! The `Backend` trait: the driver-API-shaped operations a worker executes.
+//!
+//! Exists so the session executor (`session`) maps protocol calls to one
+//! interface whatever runs them: the `cuda` backend (real GPU, another
+//! crate's job) or the [`emulated`](crate::emulated) backend (host RAM, CI).
+//!
+//! The trait is **object-safe** (`&mut dyn Backend` works) and every method
+//! takes `&mut self` or `&self` of one session's backend: a backend value is
+//! one CUDA context, owned by one session, so its handle tables are that
+//! session's alone. Every failure is a [`CudaError`] code, exactly what the
+//! shim hands back to the application.
+
+use rgpu_proto::{
+    CudaError, DevicePtr, EventHandle, FunctionHandle, MemsetWidth, ModuleHandle, ParamSlot,
+    StreamHandle,
+};
+
+/// How a copy or memset is ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exec {
+    /// The synchronous driver call (`cuMemcpyHtoD`, `cuMemsetD8`, ...): on
+    /// the legacy default stream, done when the call returns.
+    Sync,
+    /// The `*Async` variant, ordered on this stream.
+    Stream(StreamHandle),
+}
+
+/// Launch geometry of `cuLaunchKernel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LaunchDims {
+    /// Blocks per grid, x/y/z.
+    pub grid: [u32; 3],
+    /// Threads per block, x/y/z.
+    pub block: [u32; 3],
+    /// Dynamic shared memory per block, in bytes.
+    pub shared_mem_bytes: u32,
+}
+
+impl LaunchDims {
+    /// Total threads launched (`grid × block`), saturating at `u64::MAX`.
+    #[must_use]
+    pub fn threads(&self) -> u64 {
+        self.grid
+            .iter()
+            .chain(self.block.iter())
+            .fold(1u64, |acc, &d| acc.saturating_mul(u64::from(d)))
+    }
+}
+
+/// Answer of `cuMemGetInfo`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryInfo {
+    /// Bytes still allocatable.
+    pub free: u64,
+    /// Bytes the context may use in all.
+    pub total: u64,
+}
+
+/// What [`Backend::release_all`] freed when a session ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Released {
+    /// Device allocations freed.
+    pub allocations: u64,
+    /// Device bytes freed (as charged against the quota).
+    pub bytes: u64,
+    /// Streams destroyed.
+    pub streams: u64,
+    /// Events destroyed.
+    pub events: u64,
+    /// Modules unloaded.
+    pub modules: u64,
+}
+
+/// A function handle and its argument layout, as `cuModuleGetFunction` plus
+/// `cuFuncGetParamInfo` would give them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FunctionInfo<'a> {
+    /// The function.
+    pub function: FunctionHandle,
+    /// (offset, size) of each parameter in the packed parameter buffer.
+    pub params: &'a [ParamSlot],
+}
+
+/// One CUDA context's worth of driver operations. See the module docs.
+///
+/// Stream handle 0 is the legacy default stream and always valid; handles
+/// from another session's backend are unknown here
+/// ([`CudaError::INVALID_HANDLE`]).
+pub trait Backend: Send {
+    /// `cuDeviceGetCount`.
+    ///
+    /// # Errors
+    /// A driver failure.
+    fn device_count(&self) -> Result<u32, CudaError>;
+    /// `cuDeviceGetAttribute`.
+    ///
+    /// # Errors
+    /// [`CudaError::INVALID_DEVICE`] for a bad ordinal,
+    /// [`CudaError::INVALID_VALUE`] for an unknown attribute.
+    fn device_attribute(&self, device: u32, attribute: u32) -> Result<i32, CudaError>;
+    /// `cuDeviceGetName`.
+    ///
+    /// # Errors
+    /// [`CudaError::INVALID_DEVICE`] for a bad ordinal.
+    fn device_name(&self, device: u32) -> Result<&str, CudaError>;
+    /// `cuDeviceGetUuid`.
+    ///
+    /// # Errors
+    /// [`CudaError::INVALID_DEVICE`] for a bad ordinal.
+    fn device_uuid(&self, device: u32) -> Result<[u8; 16], CudaError>;
+    /// `cuDeviceTotalMem` (a quota-limited backend reports the quota).
+    ///
+    /// # Errors
+    /// [`CudaError::INVALID_DEVICE`] for a bad ordinal.
+    fn device_total_mem(&self, device: u32) -> Result<u64, CudaError>;
+    /// `cuMemGetInfo` (a quota-limited backend reports the quota).
+    ///
+    /// # Errors
+    /// A driver failure.
+    fn mem_get_info(&self) -> Result<MemoryInfo, CudaError>;
+
+    /// `cuMemAlloc`.
+    ///
+    /// # Errors
+    /// [`CudaError::OUT_OF_MEMORY`] over the quota, [`CudaError::INVALID_VALUE`] for 0 bytes.
+    fn mem_alloc(&mut self, bytes: u64) -> Result<DevicePtr, CudaError>;
+    /// `cuMemFree`.
+    ///
+    /// # Errors
+    /// [`CudaError::INVALID_VALUE`] unless `ptr` is the base of a live allocation.
+    fn mem_free(&mut self, ptr: DevicePtr) -> Result<(), CudaError>;
+    /// Checks that `[ptr, ptr + len)` lies inside one live allocation, for a
+    /// copy whose bytes will arrive in pieces (a trailer): a bad destination
+    /// is refused before any byte lands, as the driver refuses a bad copy.
+    ///
+    /// # Errors
+    /// [`CudaError::INVALID_VALUE`] otherwise.
+    fn check_range(&self, ptr: DevicePtr, len: u64) -> Result<(), CudaError>;
+    /// `cuMemcpyHtoD[Async]`.
+    ///
+    /// # Errors
+    /// [`CudaError::INVALID_VALUE`] when the range is not inside one live
+    /// allocation; [`CudaError::INVALID_HANDLE`] for an unknown stream.
+    fn memcpy_htod(&mut self, dst: DevicePtr, src: &[u8], exec: Exec) -> Result<(), CudaError>;
+    /// `cuMemcpyDtoH[Async]`: fills all of `dst`.
+    ///
+    /// # Errors
+    /// As [`Backend::memcpy_htod`].
+    fn memcpy_dtoh(&mut self, dst: &mut [u8], src: DevicePtr, exec: Exec) -> Result<(), CudaError>;
+    /// `cuMemcpyDtoD[Async]`.
+    ///
+    /// # Errors
+    /// As [`Backend::memcpy_htod`], for either range.
+    fn memcpy_dtod(
+        &mut self,
+        dst: DevicePtr,
+        src: DevicePtr,
+        len: u64,
+        exec: Exec,
+    ) -> Result<(), CudaError>;
+    /// `cuMemsetD8/D16/D32[Async]`: `count` elements of `width`, each set to
+    /// the low bits of `value`.
+    ///
+    /// # Errors
+    /// As [`Backend::memcpy_htod`]; [`CudaError::INVALID_VALUE`] for a
+    /// `dst` not aligned to the element width.
+    fn memset(
+        &mut self,
+        dst: DevicePtr,
+        width: MemsetWidth,
+        value: u32,
+        count: u64,
+        exec: Exec,
+    ) -> Result<(), CudaError>;
+
+    /// `cuModuleLoadData`; `hash` keys the module cache.
+    ///
+    /// # Errors
+    /// [`CudaError::INVALID_IMAGE`] / [`CudaError::NOT_SUPPORTED`] for
+    /// images this backend cannot load; [`CudaError::OUT_OF_MEMORY`].
+    fn module_load(&mut self, hash: [u8; 32], image: &[u8]) -> Result<ModuleHandle, CudaError>;
+    /// Loads a module whose image this session loaded before, by hash.
+    ///
+    /// # Errors
+    /// [`CudaError::NOT_FOUND`] on a cache miss (the shim then sends the image).
+    fn module_load_cached(&mut self, hash: [u8; 32]) -> Result<ModuleHandle, CudaError>;
+    /// `cuModuleUnload`; the module's functions become invalid.
+    ///
+    /// # Errors
+    /// [`CudaError::INVALID_HANDLE`] for an unknown module.
+    fn module_unload(&mut self, module: ModuleHandle) -> Result<(), CudaError>;
+    /// `cuModuleGetFunction` plus the argument layout.
+    ///
+    /// # Errors
+    /// [`CudaError::INVALID_HANDLE`] for an unknown module,
+    /// [`CudaError::NOT_FOUND`] for a name the module lacks.
+    fn function_lookup(
+        &mut self,
+        module: ModuleHandle,
+        name: &[u8],
+    ) -> Result<FunctionInfo<'_>, CudaError>;
+    /// `cuLaunchKernel` with parameters packed per the argument layout.
+    ///
+    /// # Errors
+    /// [`CudaError::INVALID_HANDLE`] for an unknown function or stream,
+    /// [`CudaError::INVALID_VALUE`] for bad geometry or parameter bytes, and
+    /// whatever the kernel itself raises (e.g. the sticky
+    /// [`CudaError::ILLEGAL_ADDRESS`]).
+    fn launch(
+        &mut self,
+        function: FunctionHandle,
+        dims: LaunchDims,
+        params: &[u8],
+        stream: StreamHandle,
+    ) -> Result<(), CudaError>;
+
+    /// `cuStreamCreateWithPriority`.
+    ///
+    /// # Errors
+    /// [`CudaError::OUT_OF_MEMORY`] when the stream table is full.
+    fn stream_create(&mut self, flags: u32, priority: i32) -> Result<StreamHandle, CudaError>;
+    /// `cuStreamDestroy`.
+    ///
+    /// # Errors
+    /// [`CudaError::INVALID_HANDLE`] for an unknown or built-in stream.
+    fn stream_destroy(&mut self, stream: StreamHandle) -> Result<(), CudaError>;
+    /// `cuStreamQuery`: `Ok` when all its work is done,
+    /// [`CudaError::NOT_READY`] otherwise.
+    ///
+    /// # Errors
+    /// As described, or [`CudaError::INVALID_HANDLE`].
+    fn stream_query(&mut self, stream: StreamHandle) -> Result<(), CudaError>;
+    /// `cuStreamSynchronize`.
+    ///
+    /// # Errors
+    /// [`CudaError::INVALID_HANDLE`] for an unknown stream.
+    fn stream_synchronize(&mut self, stream: StreamHandle) -> Result<(), CudaError>;
+    /// `cuStreamWaitEvent`.
+    ///
+    /// # Errors
+    /// [`CudaError::INVALID_HANDLE`] for an unknown stream or event.
+    fn stream_wait_event(
+        &mut self,
+        stream: StreamHandle,
+        event: EventHandle,
+        flags: u32,
+    ) -> Result<(), CudaError>;
+
+    /// `cuEventCreate`.
+    ///
+    /// # Errors
+    /// [`CudaError::OUT_OF_MEMORY`] when the event table is full.
+    fn event_create(&mut self, flags: u32) -> Result<EventHandle, CudaError>;
+    /// `cuEventRecord` on `stream`.
+    ///
+    /// # Errors
+    /// [`CudaError::INVALID_HANDLE`] for an unknown event or stream.
+    fn event_record(&mut self, event: EventHandle, stream: StreamHandle) -> Result<(), CudaError>;
+    /// `cuEventQuery`: `Ok` when the recorded work is done (or it was never
+    /// recorded), [`CudaError::NOT_READY`] otherwise.
+    ///
+    /// # Errors
+    /// As described, or [`CudaError::INVALID_HANDLE`].
+    fn event_query(&mut self, event: EventHandle) -> Result<(), CudaError>;
+    /// `cuEventSynchronize`.
+    ///
+    /// # Errors
+    /// [`CudaError::INVALID_HANDLE`] for an unknown event.
+    fn event_synchronize(&mut self, event: EventHandle) -> Result<(), CudaError>;
+    /// `cuEventElapsedTime`, in nanoseconds.
+    ///
+    /// # Errors
+    /// [`CudaError::INVALID_HANDLE`] for unknown events, events never
+    /// recorded, or events created without timing.
+    fn event_elapsed_ns(&mut self, start: EventHandle, end: EventHandle) -> Result<u64, CudaError>;
+    /// `cuEventDestroy`.
+    ///
+    /// # Errors
+    /// [`CudaError::INVALID_HANDLE`] for an unknown event.
+    fn event_destroy(&mut self, event: EventHandle) -> Result<(), CudaError>;
+
+    /// `cuCtxSynchronize`.
+    ///
+    /// # Errors
+    /// A deferred device failure.
+    fn ctx_synchronize(&mut self) -> Result<(), CudaError>;
+
+    /// Frees everything this context still holds (memory, streams, events,
+    /// modules) when its session ends. The backend stays usable, empty.
+    fn release_all(&mut self) -> Released;
+}

@@ -1,0 +1,26 @@
+//! rgpu GPU worker core: what executes a client's CUDA calls.
+//!
+//! One worker serves one client process. This crate is the library the
+//! worker (and the `rgpu server` daemon that spawns it) is built from:
+//!
+//! - [`Backend`]: the driver-API-shaped operations the protocol's calls
+//!   need, one value per CUDA context (per session). Implemented here by
+//!   [`emulated::EmulatedBackend`] (host RAM, built-in kernels, for CI);
+//!   the `cuda` backend lives elsewhere.
+//! - [`session`]: the per-connection executor mapping each decoded
+//!   `rgpu_proto::Call` to backend operations and replies, and
+//!   [`run_session`], the driver loop over any transport.
+//!
+//! See `docs/worker.md` for the emulated device's model and honest limits,
+//! the test module format, quotas and the call mapping.
+
+pub mod backend;
+pub mod emulated;
+pub mod session;
+
+pub use backend::{Backend, Exec, FunctionInfo, LaunchDims, MemoryInfo, Released};
+pub use emulated::{EmulatedBackend, EmulatedConfig};
+pub use session::{
+    run_session, ArenaAccess, Executor, NoArena, SessionConfig, SessionError, SessionStats,
+    SessionSummary, SessionTransport,
+};
