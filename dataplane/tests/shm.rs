@@ -65,6 +65,26 @@ fn echo_round_trips_and_sides() {
     assert!(server.join().unwrap() > 0);
 }
 
+/// A socket accepted by a plain `UnixListener` (as the daemon does before
+/// handing it to a worker process) completes the shm handshake with
+/// `ShmTransport::accept_stream`.
+#[test]
+fn accept_stream_serves_a_socket_accepted_elsewhere() {
+    let path = sock_path();
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let handle = thread::spawn(move || {
+        let (sock, _) = listener.accept().unwrap();
+        let t = ShmTransport::accept_stream(sock, ShmConfig::default()).unwrap();
+        assert_eq!(t.side(), Side::Server);
+        echo(t)
+    });
+    let mut c = ShmTransport::connect(&path, ShmConfig::default()).unwrap();
+    echo_round_trips(&mut c, 50);
+    drop(c);
+    assert!(handle.join().unwrap() > 0);
+    let _ = std::fs::remove_file(&path);
+}
+
 #[test]
 fn many_batches_and_vectored_arrive_in_order() {
     let (mut c, server) = with_server(ShmConfig::default(), echo);

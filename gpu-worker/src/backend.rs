@@ -81,6 +81,26 @@ pub struct FunctionInfo<'a> {
     pub params: &'a [ParamSlot],
 }
 
+/// What a client asks of the server's device pool (`RequestDevices`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceRequest {
+    /// Devices wanted.
+    pub count: u32,
+    /// Share of each device in thousandths, used when `memory_bytes` is 0.
+    pub fraction_milli: u32,
+    /// Memory wanted per device, in bytes (0: see `fraction_milli`).
+    pub memory_bytes: u64,
+}
+
+/// What the pool granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceGrant {
+    /// Devices granted.
+    pub count: u32,
+    /// Memory per device, in bytes (the context's quota).
+    pub memory_bytes: u64,
+}
+
 /// One CUDA context's worth of driver operations. See the module docs.
 ///
 /// Stream handle 0 is the legacy default stream and always valid; handles
@@ -285,7 +305,37 @@ pub trait Backend: Send {
     /// A deferred device failure.
     fn ctx_synchronize(&mut self) -> Result<(), CudaError>;
 
+    /// Admission (`RequestDevices`): sizes this session's share of the
+    /// server's device pool before its context exists. Backends not behind
+    /// a daemon's pool (the bare emulated device) answer
+    /// `CUDA_ERROR_NOT_SUPPORTED`, the default.
+    ///
+    /// # Errors
+    /// `CUDA_ERROR_NOT_SUPPORTED` here; pool-backed sessions refuse what
+    /// does not fit with `CUDA_ERROR_OUT_OF_MEMORY`.
+    fn request_devices(&mut self, request: DeviceRequest) -> Result<DeviceGrant, CudaError> {
+        let _ = request;
+        Err(CudaError::NOT_SUPPORTED)
+    }
+
     /// Frees everything this context still holds (memory, streams, events,
     /// modules) when its session ends. The backend stays usable, empty.
     fn release_all(&mut self) -> Released;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{EmulatedBackend, EmulatedConfig};
+
+    #[test]
+    fn request_devices_defaults_to_not_supported() {
+        let mut b = EmulatedBackend::new(EmulatedConfig::default());
+        let req = DeviceRequest {
+            count: 1,
+            fraction_milli: 500,
+            memory_bytes: 0,
+        };
+        assert_eq!(b.request_devices(req), Err(CudaError::NOT_SUPPORTED));
+    }
 }

@@ -18,7 +18,9 @@ pub mod backend;
 pub mod emulated;
 pub mod session;
 
-pub use backend::{Backend, Exec, FunctionInfo, LaunchDims, MemoryInfo, Released};
+pub use backend::{
+    Backend, DeviceGrant, DeviceRequest, Exec, FunctionInfo, LaunchDims, MemoryInfo, Released,
+};
 pub use emulated::{EmulatedBackend, EmulatedConfig};
 pub use session::{
     run_session, ArenaAccess, Executor, NoArena, SessionConfig, SessionError, SessionStats,

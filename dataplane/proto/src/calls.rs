@@ -104,6 +104,22 @@ call_table! {
     /// Null asynchronous call with a small opaque payload (throughput bench).
     0x0102 AsyncNop<'a>: Async { payload: Blob<'a, MAX_ASYNC_NOP_BYTES> };
 
+    /// rgpu session call, no CUDA equivalent: asks the server's device pool
+    /// for `count` devices, each with `memory_bytes` (if nonzero), else
+    /// `fraction_milli` thousandths of a device (if nonzero), else the
+    /// server's default share. Sent before any GPU call (once a context
+    /// exists it is `CUDA_ERROR_INVALID_VALUE`); a request that does not
+    /// fit is `CUDA_ERROR_OUT_OF_MEMORY` and may be retried smaller.
+    0x0103 RequestDevices: Sync {
+        /// Devices wanted (at least 1).
+        count: u32,
+        /// Share of each device in thousandths (1..=1000), used when
+        /// `memory_bytes` is 0.
+        fraction_milli: u32,
+        /// Memory wanted on each device, in bytes (0: see `fraction_milli`).
+        memory_bytes: u64,
+    } -> DevicesGranted { count: u32, memory_bytes: u64 };
+
     /// `cuDeviceGetCount`.
     0x0110 DeviceGetCount: Sync {} -> DeviceCount { count: u32 };
     /// `cuDeviceGetAttribute`.

@@ -19,6 +19,24 @@ use crate::error::{Result, TransportError};
 /// Largest handshake message either side reads.
 pub(crate) const HANDSHAKE_BYTES_MAX: usize = 256;
 
+/// Most retries of one socket call interrupted by a signal (`EINTR`).
+/// Calls on a socket with `SO_RCVTIMEO`/`SO_SNDTIMEO` are never restarted
+/// by the kernel, and io_uring task work in the same thread (a tcp
+/// transport) interrupts them too; each retry waits at most one more
+/// socket timeout.
+pub(crate) const EINTR_RETRIES_MAX: u32 = 16;
+
+/// Runs `f` again while it fails with `EINTR`, at most [`EINTR_RETRIES_MAX`] times.
+fn retry_intr<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::Result<T> {
+    let mut tries = 0;
+    loop {
+        match f() {
+            Err(rustix::io::Errno::INTR) if tries < EINTR_RETRIES_MAX => tries += 1,
+            other => return other,
+        }
+    }
+}
+
 /// Sends `bytes` with `fd` attached as `SCM_RIGHTS`.
 pub(crate) fn send_with_fd(sock: &UnixStream, bytes: &[u8], fd: BorrowedFd<'_>) -> Result<()> {
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
@@ -29,12 +47,14 @@ pub(crate) fn send_with_fd(sock: &UnixStream, bytes: &[u8], fd: BorrowedFd<'_>) 
             "cmsg buffer too small for one fd",
         ));
     }
-    let sent = sendmsg(
-        sock,
-        &[IoSlice::new(bytes)],
-        &mut control,
-        SendFlags::NOSIGNAL,
-    )
+    let sent = retry_intr(|| {
+        sendmsg(
+            sock,
+            &[IoSlice::new(bytes)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        )
+    })
     .map_err(|e| TransportError::io("sendmsg SCM_RIGHTS", e.into()))?;
     if sent != bytes.len() {
         return Err(TransportError::io(
@@ -51,12 +71,14 @@ pub(crate) fn recv_with_fd(sock: &UnixStream, op: &'static str) -> Result<(Vec<u
     let mut buf = [0u8; HANDSHAKE_BYTES_MAX];
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(2))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
-    let msg = recvmsg(
-        sock,
-        &mut [IoSliceMut::new(&mut buf)],
-        &mut control,
-        RecvFlags::CMSG_CLOEXEC,
-    )
+    let msg = retry_intr(|| {
+        recvmsg(
+            sock,
+            &mut [IoSliceMut::new(&mut buf)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        )
+    })
     .map_err(|e| map_recv_err(op, e))?;
     if msg.bytes == 0 {
         return Err(TransportError::PeerGone {
@@ -90,7 +112,7 @@ pub(crate) fn recv_with_fd(sock: &UnixStream, op: &'static str) -> Result<(Vec<u
 /// Receives one plain message of at most [`HANDSHAKE_BYTES_MAX`] bytes.
 pub(crate) fn recv_plain(sock: &UnixStream, op: &'static str) -> Result<Vec<u8>> {
     let mut buf = [0u8; HANDSHAKE_BYTES_MAX];
-    let n = rustix::net::recv(sock, &mut buf, RecvFlags::empty())
+    let n = retry_intr(|| rustix::net::recv(sock, &mut buf, RecvFlags::empty()))
         .map_err(|e| map_recv_err(op, e))?
         .0;
     if n == 0 {
@@ -104,13 +126,15 @@ pub(crate) fn recv_plain(sock: &UnixStream, op: &'static str) -> Result<Vec<u8>>
 
 /// Sends one plain message.
 pub(crate) fn send_plain(sock: &UnixStream, bytes: &[u8], op: &'static str) -> Result<()> {
-    let n = rustix::net::send(sock, bytes, SendFlags::NOSIGNAL).map_err(|e| match e {
-        rustix::io::Errno::PIPE | rustix::io::Errno::CONNRESET => TransportError::PeerGone {
-            op,
-            detail: e.to_string(),
+    let n = retry_intr(|| rustix::net::send(sock, bytes, SendFlags::NOSIGNAL)).map_err(
+        |e| match e {
+            rustix::io::Errno::PIPE | rustix::io::Errno::CONNRESET => TransportError::PeerGone {
+                op,
+                detail: e.to_string(),
+            },
+            e => TransportError::io(op, e.into()),
         },
-        e => TransportError::io(op, e.into()),
-    })?;
+    )?;
     if n != bytes.len() {
         return Err(TransportError::io(op, std::io::ErrorKind::WriteZero.into()));
     }

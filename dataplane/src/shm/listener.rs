@@ -1,4 +1,5 @@
-//! Shm connection set-up over a Unix socket: `ShmListener` (server) and
+//! Shm connection set-up over a Unix socket: `ShmListener` (server),
+//! `ShmTransport::accept_stream` (server, on a socket accepted elsewhere) and
 //! `ShmTransport::connect` (client).
 //!
 //! Exists to keep the handshake in one place: the client creates the
@@ -58,7 +59,28 @@ impl ShmListener {
         let (sock, _) = readiness::accept_until(&self.listener, deadline, "accept", || {
             self.listener.accept()
         })?;
-        set_timeouts(&sock, self.cfg.handshake_timeout_ms)?;
+        ShmTransport::accept_stream(sock, self.cfg.clone())
+    }
+}
+
+impl Drop for ShmListener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl ShmTransport {
+    /// Completes the server side of the shm handshake on an already
+    /// accepted Unix socket (what [`ShmListener::accept`] does after
+    /// `accept`). Exists so a daemon can accept a connection and hand the
+    /// socket to another process (a per-client worker), which then attaches
+    /// the client's segment itself. Every wait is bounded by
+    /// `cfg.handshake_timeout_ms`.
+    pub fn accept_stream(sock: UnixStream, cfg: ShmConfig) -> Result<Self> {
+        cfg.validate()?;
+        sock.set_nonblocking(false)
+            .map_err(|e| TransportError::io("unix socket blocking", e))?;
+        set_timeouts(&sock, cfg.handshake_timeout_ms)?;
         let (bytes, fd) = fdpass::recv_with_fd(&sock, "shm hello")?;
         let refuse = |sock: &UnixStream, detail: String| {
             let _ = fdpass::send_plain(
@@ -78,8 +100,8 @@ impl ShmListener {
             Ok(h) => h,
             Err(e) => return Err(refuse(&sock, e.to_string())),
         };
-        if hello.ring_bytes > self.cfg.ring_bytes_accept_max as u64
-            || hello.arena_bytes > self.cfg.arena_bytes_accept_max as u64
+        if hello.ring_bytes > cfg.ring_bytes_accept_max as u64
+            || hello.arena_bytes > cfg.arena_bytes_accept_max as u64
         {
             return Err(refuse(
                 &sock,
@@ -105,15 +127,9 @@ impl ShmListener {
         tracing::debug!(pid = peer.pid(), ?got, "shm client attached");
         let cfg = ShmConfig {
             segment: got,
-            ..self.cfg.clone()
+            ..cfg
         };
         ShmTransport::from_parts(seg, Side::Server, peer, sock, cfg)
-    }
-}
-
-impl Drop for ShmListener {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
     }
 }
 

@@ -12,16 +12,16 @@
 
 use rgpu_proto::{
     Blob, Call, CallClass, CallId, CtxSynchronizeReply, CudaError, Dest, DeviceAttribute,
-    DeviceCount, DeviceName, DevicePtr, DeviceTotalMemReply, DeviceUuid, EventCreated,
-    EventDestroyReply, EventElapsedReply, EventQueryReply, EventSynchronizeReply, FunctionInfo,
-    MemAllocReply, MemFreeReply, MemInfo, MemcpyDtoDReply, MemcpyDtoHReply, MemcpyHtoDReply,
-    MemsetReply, ModuleLoaded, ModuleLoadedByHash, ModuleUnloadReply, NopReply, Payload, Reply,
-    ReplyError, Responder, ServerEvent, Slots, StreamCreated, StreamDestroyReply, StreamHandle,
-    StreamQueryReply, StreamSynchronizeReply, MAX_INLINE_BYTES, MAX_NAME_BYTES,
+    DeviceCount, DeviceName, DevicePtr, DeviceTotalMemReply, DeviceUuid, DevicesGranted,
+    EventCreated, EventDestroyReply, EventElapsedReply, EventQueryReply, EventSynchronizeReply,
+    FunctionInfo, MemAllocReply, MemFreeReply, MemInfo, MemcpyDtoDReply, MemcpyDtoHReply,
+    MemcpyHtoDReply, MemsetReply, ModuleLoaded, ModuleLoadedByHash, ModuleUnloadReply, NopReply,
+    Payload, Reply, ReplyError, Responder, ServerEvent, Slots, StreamCreated, StreamDestroyReply,
+    StreamHandle, StreamQueryReply, StreamSynchronizeReply, MAX_INLINE_BYTES, MAX_NAME_BYTES,
 };
 
 use super::arena::ArenaAccess;
-use crate::backend::{Backend, Exec, LaunchDims};
+use crate::backend::{Backend, DeviceRequest, Exec, LaunchDims};
 
 /// What a session did, for its summary.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -257,6 +257,18 @@ impl Executor {
     ) {
         let res: CallResult<'_> = match call {
             Call::Nop(_) => Ok(Reply::NopReply(NopReply {})),
+            Call::RequestDevices(q) => b
+                .request_devices(DeviceRequest {
+                    count: q.count,
+                    fraction_milli: q.fraction_milli,
+                    memory_bytes: q.memory_bytes,
+                })
+                .map(|g| {
+                    Reply::DevicesGranted(DevicesGranted {
+                        count: g.count,
+                        memory_bytes: g.memory_bytes,
+                    })
+                }),
             Call::DeviceGetCount(_) => b
                 .device_count()
                 .map(|count| Reply::DeviceCount(DeviceCount { count })),

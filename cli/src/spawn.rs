@@ -1,0 +1,92 @@
+//! Spawning a worker process for one accepted connection. Exists so the
+//! process boundary is set up in one place: the daemon re-executes its own
+//! binary (`/proc/self/exe worker …`, no install path assumed), passes the
+//! connection as an inherited fd (the only fd inherited besides stdio), a
+//! scrubbed environment (no shim, see [`crate::envscrub`]), stdin and
+//! stdout as the control channel ([`crate::report`]) and stderr shared for
+//! logs.
+//!
+//! Fd passing without `pre_exec`: every fd this process opens is
+//! close-on-exec (Rust's std and rustix set it); the connection's flag is
+//! cleared just before `spawn` and the daemon's copy is closed right after.
+//! Only the accept thread ever spawns, so no other child can inherit the fd
+//! in between.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use crate::listen::Scheme;
+
+/// The binary re-executed for workers.
+pub const SELF_EXE: &str = "/proc/self/exe";
+
+/// What a worker is started with.
+#[derive(Debug, Clone)]
+pub struct WorkerSpec {
+    /// Transport of the connection.
+    pub scheme: Scheme,
+    /// Session id.
+    pub session: u64,
+    /// Token file the worker reads.
+    pub token_file: Option<PathBuf>,
+    /// Handshake deadline, in ms.
+    pub handshake_timeout_ms: u64,
+}
+
+/// Why a worker could not be started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpawnError {
+    /// The connection's close-on-exec flag could not be cleared.
+    #[error("cannot prepare the connection fd for the worker: {0}")]
+    Fd(#[source] std::io::Error),
+    /// `spawn` failed.
+    #[error("cannot spawn worker {exe}: {source}")]
+    Spawn {
+        /// The executable.
+        exe: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The worker's command line for `spec` with the connection at `fd`.
+pub fn command(exe: &Path, spec: &WorkerSpec, fd: i32) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.arg("worker")
+        .args(["--fd", &fd.to_string()])
+        .args(["--transport", spec.scheme.name()])
+        .args(["--session-id", &spec.session.to_string()])
+        .args([
+            "--handshake-timeout-ms",
+            &spec.handshake_timeout_ms.to_string(),
+        ]);
+    if let Some(t) = &spec.token_file {
+        cmd.arg("--token-file").arg(t);
+    }
+    crate::envscrub::scrub(&mut cmd);
+    // Its own process group: a terminal's Ctrl-C reaches the daemon only,
+    // which then drains the workers itself.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    cmd
+}
+
+/// Spawns a worker serving `conn`; the daemon's copy of `conn` is closed.
+///
+/// # Errors
+/// [`SpawnError`]; `conn` is closed in every case.
+pub fn spawn(spec: &WorkerSpec, conn: OwnedFd) -> Result<Child, SpawnError> {
+    rustix::io::fcntl_setfd(&conn, rustix::io::FdFlags::empty())
+        .map_err(|e| SpawnError::Fd(e.into()))?;
+    let exe = PathBuf::from(SELF_EXE);
+    let child = command(&exe, spec, conn.as_raw_fd())
+        .spawn()
+        .map_err(|source| SpawnError::Spawn { exe, source });
+    drop(conn);
+    child
+}

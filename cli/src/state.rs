@@ -1,0 +1,276 @@
+//! The daemon's shared state: live clients, the pool and running totals,
+//! with the Prometheus metrics recorded at the same places. Exists so the
+//! accept loop, the reaper threads and the HTTP endpoint see one
+//! consistent picture behind one lock (held only for bookkeeping).
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+use metrics::{counter, gauge};
+use serde::Serialize;
+
+use crate::config::PoolConfig;
+use crate::listen::Scheme;
+use crate::pool::{DeviceUse, Grant, Pool};
+use crate::report::WorkerReport;
+
+/// One live client (one worker process).
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientInfo {
+    /// Session id (daemon-wide, never reused).
+    pub session: u64,
+    /// The worker process.
+    pub worker_pid: u32,
+    /// Its transport.
+    pub transport: Scheme,
+    /// Who connected.
+    pub peer: String,
+    /// Where it is: `authenticating` (no call yet), `admitted`, `refused`.
+    pub phase: Phase,
+    /// Its admitted share (`None` until admitted, or when refused).
+    pub grant: Option<Grant>,
+    /// When it connected, in seconds since the Unix epoch.
+    pub since_unix_s: u64,
+}
+
+/// A client's progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Connected; no call yet (handshake in progress or just finished).
+    Authenticating,
+    /// Holds a share of the pool.
+    Admitted,
+    /// The pool could not fit it.
+    Refused,
+}
+
+/// Running totals since the daemon started.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Totals {
+    /// Connections accepted.
+    pub connections: u64,
+    /// Connections closed at once because `workers_max` workers were live
+    /// or `pending_auth_max` were still authenticating.
+    pub connections_rejected: u64,
+    /// Clients the pool could not fit.
+    pub admission_refusals: u64,
+    /// Clients that failed the token check or the handshake deadline.
+    pub auth_failures: u64,
+    /// Workers killed by a signal or exiting with an unexpected code.
+    pub worker_crashes: u64,
+    /// Sessions ended by a client's protocol violation.
+    pub protocol_errors: u64,
+    /// Workers that ended.
+    pub sessions_ended: u64,
+    /// Sessions that created a GPU backend.
+    pub backends_created: u64,
+    /// Sync calls answered (reported at worker exit).
+    pub sync_calls: u64,
+    /// Async calls executed (reported at worker exit).
+    pub async_calls: u64,
+    /// Failed calls (reported at worker exit).
+    pub failed_calls: u64,
+    /// Host-to-device bytes (reported at worker exit).
+    pub bytes_h2d: u64,
+    /// Device-to-host bytes (reported at worker exit).
+    pub bytes_d2h: u64,
+}
+
+/// What `/status` serves.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusDoc {
+    /// The backend workers run.
+    pub backend: String,
+    /// Devices and their reservations.
+    pub devices: Vec<DeviceUse>,
+    /// Live clients.
+    pub clients: Vec<ClientInfo>,
+    /// Totals.
+    pub totals: Totals,
+}
+
+/// How a worker process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerExit {
+    /// Exit code.
+    Code(i32),
+    /// Killed by this signal.
+    Signal(i32),
+}
+
+struct Inner {
+    pool: Pool,
+    clients: BTreeMap<u64, ClientInfo>,
+    totals: Totals,
+}
+
+/// The shared state.
+pub struct State {
+    backend: String,
+    capacity_bytes: u64,
+    inner: Mutex<Inner>,
+}
+
+impl State {
+    /// A state with an empty pool.
+    pub fn new(backend: &str, pool: &PoolConfig) -> Self {
+        let capacity_bytes = pool
+            .device_memory_bytes
+            .saturating_mul(u64::from(pool.devices));
+        gauge!("rgpu_pool_capacity_bytes").set(capacity_bytes as f64);
+        gauge!("rgpu_pool_reserved_bytes").set(0.0);
+        gauge!("rgpu_clients").set(0.0);
+        Self {
+            backend: backend.to_string(),
+            capacity_bytes,
+            inner: Mutex::new(Inner {
+                pool: Pool::new(pool),
+                clients: BTreeMap::new(),
+                totals: Totals::default(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain counters behind; they
+        // stay usable, so a poisoned lock is taken over.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Live clients.
+    pub fn live(&self) -> usize {
+        self.lock().clients.len()
+    }
+
+    /// Counts an accepted connection.
+    pub fn connection(&self, scheme: Scheme) {
+        self.lock().totals.connections += 1;
+        counter!("rgpu_connections_total", "transport" => scheme.name()).increment(1);
+    }
+
+    /// Counts a connection closed because too many workers are live.
+    pub fn rejected(&self) {
+        self.lock().totals.connections_rejected += 1;
+        counter!("rgpu_connections_rejected_total").increment(1);
+    }
+
+    /// The pool's configuration-independent view: device memory, for
+    /// resolving fractional requests.
+    pub fn device_memory_bytes(&self) -> u64 {
+        self.lock().pool.device_memory_bytes()
+    }
+
+    /// Live clients still authenticating (no call yet).
+    pub fn pending(&self) -> usize {
+        self.lock()
+            .clients
+            .values()
+            .filter(|c| c.phase == Phase::Authenticating)
+            .count()
+    }
+
+    /// Admits `session` for `bytes` on each of `count` devices; `None`
+    /// (counted) if it does not fit. A session not registered or already
+    /// admitted is refused.
+    pub fn admit(&self, session: u64, count: u32, bytes: u64) -> Option<Grant> {
+        let mut g = self.lock();
+        let open = g
+            .clients
+            .get(&session)
+            .is_some_and(|c| c.phase != Phase::Admitted);
+        let grant = if open {
+            g.pool.admit(session, count, bytes)
+        } else {
+            None
+        };
+        if let Some(c) = g.clients.get_mut(&session) {
+            c.grant.clone_from(&grant);
+            c.phase = if grant.is_some() {
+                Phase::Admitted
+            } else {
+                Phase::Refused
+            };
+        }
+        if grant.is_none() {
+            g.totals.admission_refusals += 1;
+            counter!("rgpu_admission_refusals_total").increment(1);
+        }
+        gauge!("rgpu_pool_reserved_bytes").set(g.pool.reserved_bytes() as f64);
+        grant
+    }
+
+    /// Records a spawned worker.
+    pub fn register(&self, info: ClientInfo) {
+        let mut g = self.lock();
+        g.clients.insert(info.session, info);
+        gauge!("rgpu_clients").set(g.clients.len() as f64);
+    }
+
+    /// Worker pids of live clients (for the drain's last resort).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.lock().clients.values().map(|c| c.worker_pid).collect()
+    }
+
+    /// Accounts for a reaped worker: releases its grant, adds its report to
+    /// the totals, counts auth failures and crashes.
+    pub fn finish(&self, session: u64, exit: WorkerExit, report: Option<&WorkerReport>) {
+        let mut g = self.lock();
+        let info = g.clients.remove(&session);
+        g.pool.release(session);
+        let t = &mut g.totals;
+        t.sessions_ended += 1;
+        match exit {
+            WorkerExit::Code(crate::report::EXIT_AUTH_FAILED) => {
+                t.auth_failures += 1;
+                counter!("rgpu_auth_failures_total").increment(1);
+            }
+            WorkerExit::Code(crate::report::EXIT_OK) => {}
+            WorkerExit::Code(_) | WorkerExit::Signal(_) => {
+                t.worker_crashes += 1;
+                counter!("rgpu_worker_crashes_total").increment(1);
+            }
+        }
+        if let Some(r) = report {
+            t.backends_created += u64::from(r.backend_created);
+            t.protocol_errors += u64::from(r.protocol_error);
+            counter!("rgpu_protocol_errors_total").increment(u64::from(r.protocol_error));
+            t.sync_calls += r.sync_calls;
+            t.async_calls += r.async_calls;
+            t.failed_calls += r.failed_calls;
+            t.bytes_h2d += r.bytes_h2d;
+            t.bytes_d2h += r.bytes_d2h;
+            counter!("rgpu_backends_created_total").increment(u64::from(r.backend_created));
+            counter!("rgpu_calls_total", "kind" => "sync").increment(r.sync_calls);
+            counter!("rgpu_calls_total", "kind" => "async").increment(r.async_calls);
+            counter!("rgpu_call_errors_total").increment(r.failed_calls);
+            counter!("rgpu_bytes_total", "direction" => "h2d").increment(r.bytes_h2d);
+            counter!("rgpu_bytes_total", "direction" => "d2h").increment(r.bytes_d2h);
+        }
+        gauge!("rgpu_clients").set(g.clients.len() as f64);
+        gauge!("rgpu_pool_reserved_bytes").set(g.pool.reserved_bytes() as f64);
+        let reserved = g.pool.reserved_bytes();
+        assert!(reserved <= self.capacity_bytes, "pool over capacity");
+        drop(g);
+        tracing::info!(
+            session,
+            worker_pid = info.as_ref().map(|i| i.worker_pid),
+            ?exit,
+            report = ?report,
+            "rgpu worker reaped; its pool share is released"
+        );
+    }
+
+    /// A snapshot for `/status`.
+    pub fn status(&self) -> StatusDoc {
+        let g = self.lock();
+        StatusDoc {
+            backend: self.backend.clone(),
+            devices: g.pool.devices(),
+            clients: g.clients.values().cloned().collect(),
+            totals: g.totals.clone(),
+        }
+    }
+}

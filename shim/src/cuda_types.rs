@@ -1,0 +1,49 @@
+//! The few CUDA driver ABI types and constants the shim needs, written from `cuda.h`.
+//!
+//! Kept in one place so the numbers that must match NVIDIA's ABI are easy to audit.
+
+/// A driver API status code (`CUresult` in `cuda.h`).
+pub type CUresult = u32;
+
+/// `CUDA_SUCCESS`.
+pub const CUDA_SUCCESS: CUresult = 0;
+/// `CUDA_ERROR_INVALID_VALUE`.
+pub const CUDA_ERROR_INVALID_VALUE: CUresult = 1;
+/// `CUDA_ERROR_NOT_INITIALIZED`.
+pub const CUDA_ERROR_NOT_INITIALIZED: CUresult = 3;
+/// `CUDA_ERROR_NO_DEVICE`.
+pub const CUDA_ERROR_NO_DEVICE: CUresult = 100;
+/// `CUDA_ERROR_NOT_FOUND`.
+pub const CUDA_ERROR_NOT_FOUND: CUresult = 500;
+/// `CUDA_ERROR_NOT_SUPPORTED`.
+pub const CUDA_ERROR_NOT_SUPPORTED: CUresult = 801;
+/// `CUDA_ERROR_UNKNOWN`: what the shim returns if its own code panics.
+pub const CUDA_ERROR_UNKNOWN: CUresult = 999;
+
+/// The driver version the shim reports (`cuDriverGetVersion`): CUDA 12.9, the newest runtime
+/// the proc-address table was generated from.
+pub const DRIVER_VERSION: i32 = 12090;
+
+/// `CUuuid`: 16 opaque bytes, used as export-table ids.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CUuuid {
+    /// The id bytes, in the order the runtime passes them.
+    pub bytes: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<CUuuid>() == 16);
+
+/// `CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM`: ask for the `_ptds`/`_ptsz` variants.
+pub const CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM: u64 = 1 << 1;
+
+/// `CUdriverProcAddressQueryResult`: what `cuGetProcAddress_v2` reports in `symbolStatus`.
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SymbolStatus {
+    /// `CU_GET_PROC_ADDRESS_SUCCESS`.
+    Success = 0,
+    /// `CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND`.
+    SymbolNotFound = 1,
+    /// `CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT`.
+    VersionNotSufficient = 2,
+}

@@ -1,0 +1,52 @@
+//! The one door every C entry point goes through: no Rust panic may unwind into C.
+//!
+//! Unwinding across an `extern "C"` boundary aborts the process (or worse, on older
+//! toolchains); the application would die inside its CUDA runtime with no hint why. The guard
+//! catches the panic, logs it, and turns it into `CUDA_ERROR_UNKNOWN`.
+
+use std::panic::{catch_unwind, UnwindSafe};
+
+use crate::cuda_types::{CUresult, CUDA_ERROR_UNKNOWN};
+
+/// Runs `f` for the C entry point `name`, converting a panic into `CUDA_ERROR_UNKNOWN`.
+///
+/// Also makes sure logging is set up before the first call does any work.
+pub fn ffi_guard(name: &'static str, f: impl FnOnce() -> CUresult + UnwindSafe) -> CUresult {
+    crate::logging::init();
+    match catch_unwind(f) {
+        Ok(status) => status,
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("non-string panic payload");
+            tracing::error!(
+                entry = name,
+                panic = what,
+                "rgpu shim: internal panic caught"
+            );
+            CUDA_ERROR_UNKNOWN
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cuda_types::CUDA_ERROR_NOT_FOUND;
+
+    #[test]
+    fn passes_the_status_through() {
+        assert_eq!(
+            ffi_guard("t", || CUDA_ERROR_NOT_FOUND),
+            CUDA_ERROR_NOT_FOUND
+        );
+    }
+
+    #[test]
+    fn turns_a_panic_into_unknown() {
+        let status = ffi_guard("t", || panic!("boom"));
+        assert_eq!(status, CUDA_ERROR_UNKNOWN);
+    }
+}

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Runs C programs built against NVIDIA's static CUDA runtime (libcudart_static.a from PyPI)
+# with the rgpu shim preloaded as libcuda.so.1, and checks that the runtime accepts it.
+#
+#   shim/tests/cudart/run.sh [--debug]
+#
+# Needs gcc, python3 with pip, and network access to PyPI on the first run; the packages are
+# cached under target/cudart-cache (idempotent). Exits non-zero on the first failed check.
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+
+profile=release
+cargo_flags=(--release)
+if [[ "${1:-}" == "--debug" ]]; then profile=debug; cargo_flags=(); fi
+
+cache=target/cudart-cache
+pkgs=$cache/pkgs
+runtime_version='12.9.*'
+if [[ ! -f $pkgs/nvidia/cuda_runtime/lib/libcudart_static.a || ! -d $pkgs/nvidia/cuda_nvcc/include/crt ]]; then
+  echo "cudart: installing nvidia-cuda-runtime-cu12==$runtime_version and nvidia-cuda-nvcc-cu12 into $pkgs"
+  python3 -m pip install --quiet --disable-pip-version-check --target "$pkgs" \
+    "nvidia-cuda-runtime-cu12==$runtime_version" "nvidia-cuda-nvcc-cu12==$runtime_version"
+fi
+
+echo "cudart: building the shim ($profile)"
+cargo build -p rgpu-shim "${cargo_flags[@]}" --locked
+lib_dir=$PWD/target/$profile
+ln -sf librgpu_shim.so "$lib_dir/libcuda.so.1"
+soname=$(readelf -d "$lib_dir/libcuda.so.1" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
+[[ "$soname" == "libcuda.so.1" ]] || { echo "FAIL: SONAME is '$soname'"; exit 1; }
+
+bin=$cache/bin
+mkdir -p "$bin"
+inc=(-I "$pkgs/nvidia/cuda_runtime/include" -I "$pkgs/nvidia/cuda_nvcc/include")
+for src in shim/tests/cudart/*.c; do
+  name=$(basename "$src" .c)
+  gcc -O1 -o "$bin/$name" "$src" "${inc[@]}" "$pkgs/nvidia/cuda_runtime/lib/libcudart_static.a" -ldl -lpthread -lrt
+done
+
+fail() { echo "FAIL: $*"; echo "--- output ---"; cat "$out"; echo "--- log (last 40 lines) ---"; tail -n 40 "$log"; exit 1; }
+out=$(mktemp); log=$(mktemp)
+trap 'rm -f "$out" "$log"' EXIT
+
+echo "cudart: device_count without a server"
+status=0
+env -u RGPU_SERVER LD_PRELOAD="$lib_dir/libcuda.so.1" RGPU_LOG=rgpu_shim=debug,warn \
+  "$bin/device_count" >"$out" 2>"$log" || status=$?
+[[ $status -eq 0 ]] || fail "program exited with status $status (crash?)"
+grep -q '^done$' "$out" || fail "program did not finish"
+grep -qi 'insufficient' "$out" && fail "runtime rejected the driver"
+grep -q '^cudaDriverGetVersion: 0 .* version=12090$' "$out" || fail "driver version"
+grep -q '^cudaGetDeviceCount: 100 (cudaErrorNoDevice) count=0$' "$out" || fail "device count"
+grep -q '^cudaGetDeviceCount again: 100 (cudaErrorNoDevice) count=0$' "$out" || fail "second device count"
+grep -q 'reporting no CUDA devices: RGPU_SERVER is not set' "$log" || fail "no log line saying why"
+[[ $(grep -c 'reporting no CUDA devices' "$log") -eq 1 ]] || fail "the why line must appear once"
+
+asked=$(grep -c 'rgpu shim: cuGetProcAddress' "$log" || true)
+unknown=$( (grep 'cuGetProcAddress: unknown symbol' "$log" || true) | sed -n 's/.*symbol=\([A-Za-z0-9_]*\).*/\1/p' | sort -u)
+not_sufficient=$(grep -c 'VersionNotSufficient' "$log" || true)
+echo "cudart: the runtime made $asked cuGetProcAddress requests; unknown: ${unknown:-none}; version-not-sufficient: $not_sufficient"
+[[ $asked -ge 300 ]] || fail "expected the runtime to resolve its entry points (saw $asked requests)"
+[[ -z "$unknown" ]] || fail "unknown symbols: $unknown"
+! grep -E 'cuGetExportTable: unknown table' "$log" || fail "runtime asked for a table the shim does not know"
+sed -n 's/^/  | /p' "$out"
+
+echo "cudart: driver_abi (the shim's C ABI, called directly)"
+LD_PRELOAD="$lib_dir/libcuda.so.1" "$bin/driver_abi" >"$out" 2>"$log" || fail "exit status $?"
+expect() { grep -qxF "$1" "$out" || fail "expected line: $1"; }
+expect 'self@12000: r=0 st=0 same=1'
+expect 'self@11030: r=0 st=0 v1=1'
+expect 'v1 cuInit: r=0 found=1'
+expect 'cuInit(0): r=100'
+expect 'cuDeviceGetCount: r=100 count=0'
+expect 'cuLaunchKernel ptsz: r=0 st=0 distinct=1'
+expect 'cuLaunchKernel stub: r=801'
+expect 'unknown: r=500 st=1 null=1'
+expect 'too old: r=500 st=2'
+expect 'CUDART_INTERFACE: r=0 size=104'
+expect 'INTEGRITY_CHECK: r=0 check=0 answer=3341181c03cb675c8ed383aa1f4cd1e8'
+expect 'done'
+grep -q 'not supported yet.*symbol="cuLaunchKernel"' "$log" || fail "no not-supported log line for the stub"
+sed -n 's/^/  | /p' "$out"
+
+echo "cudart: device_count found through LD_LIBRARY_PATH instead of LD_PRELOAD"
+env -u RGPU_SERVER LD_LIBRARY_PATH="$lib_dir" "$bin/device_count" >"$out" 2>"$log" || fail "exit status $?"
+grep -q '^cudaDriverGetVersion: 0 .* version=12090$' "$out" || fail "driver version via LD_LIBRARY_PATH"
+grep -q '^cudaGetDeviceCount: 100 (cudaErrorNoDevice) count=0$' "$out" || fail "device count via LD_LIBRARY_PATH"
+grep -q 'reporting no CUDA devices' "$log" || fail "shim not loaded via LD_LIBRARY_PATH"
+
+echo "cudart: device_count with RGPU_SERVER set (no client yet: still no device, and says so)"
+LD_PRELOAD="$lib_dir/libcuda.so.1" RGPU_SERVER=tcp://127.0.0.1:1 "$bin/device_count" >"$out" 2>"$log" || fail "exit status $?"
+grep -q '^cudaGetDeviceCount: 100 (cudaErrorNoDevice) count=0$' "$out" || fail "device count with server set"
+grep -q 'RGPU_SERVER=tcp://127.0.0.1:1 is set, but' "$log" || fail "no log line naming the server"
+
+echo "cudart: all checks passed"
