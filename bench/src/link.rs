@@ -38,6 +38,9 @@ pub enum TransportChoice {
     Shm,
     /// TCP on io_uring over loopback.
     Tcp,
+    /// RDMA verbs, one RC queue pair over loopback on the device named by `RGPU_RDMA_DEV`
+    /// (GID index from `RGPU_RDMA_GID_INDEX`). Needs a build with `--features rdma`.
+    Rdma,
 }
 
 impl TransportChoice {
@@ -46,6 +49,7 @@ impl TransportChoice {
         match self {
             TransportChoice::Shm => "shm",
             TransportChoice::Tcp => "tcp",
+            TransportChoice::Rdma => "rdma",
         }
     }
 }
@@ -166,6 +170,10 @@ impl<R: Send + 'static> TransportPair<R> {
                 let t = TcpUringTransport::connect(addr, cfg)?;
                 (Box::new(t), server, None)
             }
+            TransportChoice::Rdma => {
+                let (t, server) = rdma::open_pair(serve)?;
+                (t, server, None)
+            }
         };
         pin_current_thread(0);
         Ok(Self {
@@ -228,6 +236,72 @@ impl ServerTransport for ShmTransport {
 impl ServerTransport for TcpUringTransport {
     fn arena_bytes(&self, _slab: Slab) -> Result<&[u8], TransportError> {
         Err(TransportError::InvalidConfig("tcp has no arena"))
+    }
+}
+
+/// A connected client end and the serving thread behind it.
+type OpenedPair<R> = (Box<dyn ClientTransport>, JoinHandle<Result<R, BenchError>>);
+
+/// The RDMA end of [`TransportPair::open`], present only in builds with `--features rdma`.
+#[cfg(feature = "rdma")]
+mod rdma {
+    use super::*;
+    use rgpu_dataplane::rdma::{RdmaConfig, RdmaListener, RdmaTransport};
+
+    /// The device and GID index the environment names (as `scripts/rdma-vm-test` sets them).
+    fn config() -> RdmaConfig {
+        RdmaConfig {
+            device: std::env::var("RGPU_RDMA_DEV").ok(),
+            gid_index: std::env::var("RGPU_RDMA_GID_INDEX")
+                .ok()
+                .and_then(|v| v.parse().ok()),
+            ..RdmaConfig::default()
+        }
+    }
+
+    /// Listens on loopback, starts the serving thread and connects the client end.
+    pub(super) fn open_pair<R, F>(serve: F) -> Result<OpenedPair<R>, BenchError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn ServerTransport) -> Result<R, BenchError> + Send + 'static,
+    {
+        let listener = RdmaListener::bind("127.0.0.1:0", config())?;
+        let addr = listener.local_addr()?;
+        let server = thread::spawn(move || {
+            pin_current_thread(1);
+            let mut t = listener.accept(Some(Instant::now() + WAIT_BOUND))?;
+            serve(&mut t)
+        });
+        let t = RdmaTransport::connect(addr, config())?;
+        Ok((Box::new(t), server))
+    }
+
+    impl ClientTransport for RdmaTransport {
+        fn alloc_slab(&mut self, _len: usize) -> Result<Option<Slab>, TransportError> {
+            Ok(None)
+        }
+        fn slab_mut(&mut self, _slab: Slab) -> Result<&mut [u8], TransportError> {
+            Err(TransportError::InvalidConfig("rdma has no arena"))
+        }
+    }
+
+    impl ServerTransport for RdmaTransport {
+        fn arena_bytes(&self, _slab: Slab) -> Result<&[u8], TransportError> {
+            Err(TransportError::InvalidConfig("rdma has no arena"))
+        }
+    }
+}
+
+/// Stand-in for builds without `--features rdma`: choosing rdma is a setup error.
+#[cfg(not(feature = "rdma"))]
+mod rdma {
+    use super::*;
+
+    /// Always fails: this bench was built without the RDMA transport.
+    pub(super) fn open_pair<R, F>(_serve: F) -> Result<OpenedPair<R>, BenchError> {
+        Err(BenchError::Setup(
+            "this bench was built without `--features rdma`".into(),
+        ))
     }
 }
 

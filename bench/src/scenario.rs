@@ -56,6 +56,10 @@ pub fn null_call(choice: TransportChoice, iters: u64) -> Result<Report, BenchErr
             format!("blocking-socket ping-pong, {request_bytes} B"),
             baseline::socket_ping_pong(warmup, iters, request_bytes)?,
         ),
+        TransportChoice::Rdma => (
+            format!("raw rdma transport ping-pong (no protocol), {request_bytes} B"),
+            raw_ping_pong(choice, warmup, iters, request_bytes)?,
+        ),
     };
     let mut report = Report::new(choice.name(), "null-call", iters, ours, &name, base);
     report.notes.push(format!(
@@ -289,6 +293,10 @@ pub fn bulk(choice: TransportChoice, iters: u64, size: usize) -> Result<Report, 
             "blocking loopback socket write + 1-byte ack".to_owned(),
             baseline::socket_bandwidth(warmup, iters, size)?,
         ),
+        TransportChoice::Rdma => (
+            "raw rdma transport send + 1-byte ack (no protocol)".to_owned(),
+            raw_bulk(choice, warmup, iters, size)?,
+        ),
     };
     let gbps = |m: &Measured| size as f64 * m.ops_per_sec / 1e9;
     let mut report = Report::new(choice.name(), "bulk", iters, ours, &name, base);
@@ -306,6 +314,76 @@ pub fn bulk(choice: TransportChoice, iters: u64, size: usize) -> Result<Report, 
             "payload streamed as a trailer after the frame (one vectored send, received in place)"
                 .into()
         }
+        TransportChoice::Rdma => "payload streamed as a trailer after the frame (RDMA WRITE with \
+             immediate into the serving side's registered ring)"
+            .into(),
     });
     Ok(report)
+}
+
+/// Baseline for `null-call` where no kernel-level equivalent exists (rdma): the same transport
+/// echoing `bytes`-byte messages, with no protocol on either side.
+fn raw_ping_pong(
+    choice: TransportChoice,
+    warmup: u64,
+    iters: u64,
+    bytes: usize,
+) -> Result<Measured, BenchError> {
+    let echo = move |t: &mut dyn Transport| -> Result<(), BenchError> {
+        let mut msg = vec![0u8; bytes];
+        loop {
+            match t.recv_exact_into(&mut msg, Some(Instant::now() + WAIT_BOUND)) {
+                Ok(()) => t.send(&msg)?,
+                Err(TransportError::PeerGone { .. }) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    let mut pair = TransportPair::open(choice, LinkTuning::default(), move |t| echo(t))?;
+    let request = vec![0x5au8; bytes];
+    let mut reply = vec![0u8; bytes];
+    let measured = timed_loop(warmup, iters, |_| -> Result<(), BenchError> {
+        pair.client.send(&request)?;
+        pair.client
+            .recv_exact_into(&mut reply, Some(Instant::now() + WAIT_BOUND))?;
+        Ok(())
+    });
+    pair.finish()?;
+    let measured = measured?;
+    if reply != request {
+        return Err(BenchError::Mismatch("echoed bytes differ".into()));
+    }
+    Ok(measured)
+}
+
+/// Baseline for `bulk` where no kernel-level equivalent exists (rdma): the same transport
+/// moving `size` bytes per iteration, acknowledged with one byte, with no protocol.
+fn raw_bulk(
+    choice: TransportChoice,
+    warmup: u64,
+    iters: u64,
+    size: usize,
+) -> Result<Measured, BenchError> {
+    let total = warmup + iters;
+    let sink = move |t: &mut dyn Transport| -> Result<(), BenchError> {
+        let mut body = vec![0u8; size];
+        for _ in 0..total {
+            t.recv_exact_into(&mut body, Some(Instant::now() + WAIT_BOUND))?;
+            t.send(&[1])?;
+        }
+        Ok(())
+    };
+    let mut pair = TransportPair::open(choice, LinkTuning::default(), move |t| sink(t))?;
+    let body = vec![0x33u8; size];
+    let mut ack = [0u8; 1];
+    let measured = timed_loop(warmup, iters, |_| -> Result<(), BenchError> {
+        pair.client.send(&body)?;
+        pair.client
+            .recv_exact_into(&mut ack, Some(Instant::now() + WAIT_BOUND))?;
+        Ok(())
+    });
+    let served = pair.finish();
+    let measured = measured?;
+    served?;
+    Ok(measured)
 }

@@ -123,6 +123,35 @@ pub enum TransportError {
         #[source]
         source: rgpu_ring::SegmentError,
     },
+    /// libibverbs could not be loaded (`dlopen`/`dlsym` of `libibverbs.so.1`).
+    #[error("RDMA unavailable: {detail}")]
+    RdmaUnavailable {
+        /// The loader's message.
+        detail: String,
+    },
+    /// A verbs call failed (device, memory registration, QP transition, post).
+    #[error("{op} failed: {detail}")]
+    Rdma {
+        /// The failing verbs operation.
+        op: &'static str,
+        /// What the provider reported.
+        detail: String,
+    },
+    /// A work request completed with an error status: the QP is in the error
+    /// state and the transport refuses further use.
+    #[error("{op}: work completion status {status} ({status_name}), wr_id {wr_id:#x}, vendor error {vendor_err:#x}")]
+    RdmaCompletion {
+        /// The kind of work request.
+        op: &'static str,
+        /// `ibv_wc_status` value.
+        status: u32,
+        /// Its verbs name.
+        status_name: &'static str,
+        /// Provider-specific detail.
+        vendor_err: u32,
+        /// The failed work request's id (diagnostics).
+        wr_id: u64,
+    },
     /// An OS call failed.
     #[error("{op} failed: {source}")]
     Io {

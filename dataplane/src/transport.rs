@@ -17,7 +17,7 @@ pub enum TransportKind {
     Shm,
     /// TCP driven through io_uring.
     TcpUring,
-    /// RDMA verbs (reserved for the future transport).
+    /// RDMA verbs over an RC queue pair (`rdma` module, cargo feature `rdma`).
     Rdma,
 }
 

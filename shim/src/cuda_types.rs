@@ -9,10 +9,20 @@ pub type CUresult = u32;
 pub const CUDA_SUCCESS: CUresult = 0;
 /// `CUDA_ERROR_INVALID_VALUE`.
 pub const CUDA_ERROR_INVALID_VALUE: CUresult = 1;
+/// `CUDA_ERROR_OUT_OF_MEMORY`.
+pub const CUDA_ERROR_OUT_OF_MEMORY: CUresult = 2;
 /// `CUDA_ERROR_NOT_INITIALIZED`.
 pub const CUDA_ERROR_NOT_INITIALIZED: CUresult = 3;
+/// `CUDA_ERROR_DEVICE_UNAVAILABLE`: what a call gets once the server connection is lost.
+pub const CUDA_ERROR_DEVICE_UNAVAILABLE: CUresult = 46;
 /// `CUDA_ERROR_NO_DEVICE`.
 pub const CUDA_ERROR_NO_DEVICE: CUresult = 100;
+/// `CUDA_ERROR_INVALID_DEVICE`.
+pub const CUDA_ERROR_INVALID_DEVICE: CUresult = 101;
+/// `CUDA_ERROR_INVALID_CONTEXT`.
+pub const CUDA_ERROR_INVALID_CONTEXT: CUresult = 201;
+/// `CUDA_ERROR_INVALID_HANDLE`.
+pub const CUDA_ERROR_INVALID_HANDLE: CUresult = 400;
 /// `CUDA_ERROR_NOT_FOUND`.
 pub const CUDA_ERROR_NOT_FOUND: CUresult = 500;
 /// `CUDA_ERROR_NOT_SUPPORTED`.
@@ -23,6 +33,13 @@ pub const CUDA_ERROR_UNKNOWN: CUresult = 999;
 /// The driver version the shim reports (`cuDriverGetVersion`): CUDA 12.9, the newest runtime
 /// the proc-address table was generated from.
 pub const DRIVER_VERSION: i32 = 12090;
+
+/// `CUdevice`: a device ordinal.
+pub type CUdevice = std::ffi::c_int;
+/// `CUcontext`: an opaque context handle.
+pub type CUcontext = *mut std::ffi::c_void;
+/// `CUdeviceptr`: a device address.
+pub type CUdeviceptr = u64;
 
 /// `CUuuid`: 16 opaque bytes, used as export-table ids.
 #[repr(C)]

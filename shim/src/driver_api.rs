@@ -1,4 +1,5 @@
-//! The C entry points the shim exports today, and the raw-pointer plumbing they share.
+//! The bootstrap C entry points (`cuGetProcAddress`, `cuGetExportTable`, `cuInit`, …), and
+//! the raw-pointer plumbing every entry point shares.
 //!
 //! Every function here goes through [`ffi_guard`]. Pointer arguments come from the
 //! application; they are checked for null and otherwise trusted the way a real driver trusts
@@ -77,7 +78,7 @@ fn implemented(name: &str, version: u32) -> Option<*const c_void> {
         ("cuGetProcAddress", 11030) => cuGetProcAddress as *const c_void,
         ("cuGetProcAddress", 12000) => cuGetProcAddress_v2 as *const c_void,
         ("cuGetExportTable", 3000) => cuGetExportTable as *const c_void,
-        _ => return None,
+        _ => return crate::entry::implemented(name, version),
     };
     Some(f)
 }
@@ -214,8 +215,9 @@ pub unsafe extern "C" fn cuDriverGetVersion(version: *mut c_int) -> CUresult {
     })
 }
 
-/// `cuInit`: fails with `CUDA_ERROR_NO_DEVICE` while no server is available, as a driver on a
-/// machine without GPUs does.
+/// `cuInit`: connects to the server named by `RGPU_SERVER` on the first call (see
+/// [`crate::remote`]); `CUDA_ERROR_NO_DEVICE` when there is none, as a driver on a machine
+/// without GPUs answers.
 ///
 /// # Safety
 /// No pointer arguments; `unsafe` only because it is a C entry point.
@@ -225,28 +227,30 @@ pub unsafe extern "C" fn cuInit(flags: c_uint) -> CUresult {
         if flags != 0 {
             return CUDA_ERROR_INVALID_VALUE;
         }
-        match crate::server::current() {
-            Ok(()) => CUDA_SUCCESS,
+        match crate::remote::session::current() {
+            Ok(_) => CUDA_SUCCESS,
             Err(_) => CUDA_ERROR_NO_DEVICE,
         }
     })
 }
 
-/// `cuDeviceGetCount`: 0 devices and `CUDA_ERROR_NO_DEVICE` while no server is available.
+/// `cuDeviceGetCount`: the devices the server granted; 0 and `CUDA_ERROR_NO_DEVICE` when
+/// there is no server.
 ///
 /// # Safety
 /// `count` must be null or writable.
 #[no_mangle]
 pub unsafe extern "C" fn cuDeviceGetCount(count: *mut c_int) -> CUresult {
-    ffi_guard("cuDeviceGetCount", || {
-        if let Err(status) = write_out(count, 0) {
-            return status;
-        }
-        match crate::server::current() {
-            Ok(()) => CUDA_SUCCESS,
-            Err(_) => CUDA_ERROR_NO_DEVICE,
-        }
-    })
+    ffi_guard(
+        "cuDeviceGetCount",
+        || match crate::remote::session::current() {
+            Ok(session) => {
+                let n = c_int::try_from(session.facts.count).unwrap_or(c_int::MAX);
+                status_of(write_out(count, n), CUDA_SUCCESS)
+            }
+            Err(_) => status_of(write_out(count, 0), CUDA_ERROR_NO_DEVICE),
+        },
+    )
 }
 
 #[cfg(test)]
@@ -295,7 +299,7 @@ mod tests {
 
     #[test]
     fn unimplemented_symbols_get_a_refusing_stub() {
-        let (r, pfn, _) = ask("cuMemAlloc", 12000, 0);
+        let (r, pfn, _) = ask("cuLaunchKernel", 12000, 0);
         assert_eq!(r, CUDA_SUCCESS);
         // SAFETY: every stub has this signature (see `stubs`).
         let f: extern "C" fn() -> CUresult = unsafe { std::mem::transmute(pfn) };

@@ -4,6 +4,7 @@
 //! `RGPU_LOG`, default `warn`) on its first entry, unless the host already has one. It also
 //! offers "log once per name" for messages that would otherwise repeat on every call.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::sync::{Mutex, Once};
 
@@ -29,6 +30,37 @@ pub fn init() {
             .with_target(false)
             .try_init();
     });
+}
+
+/// A thread-local value with a destructor: once it is gone, the thread is past its
+/// thread-local destructors (the runtime's `atexit` handlers run then), where the log
+/// subscriber's own thread-local buffer may be gone too and logging would panic.
+struct Alive;
+impl Drop for Alive {
+    fn drop(&mut self) {}
+}
+
+thread_local! {
+    static ALIVE: Alive = const { Alive };
+    static TRACED_ONCE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Logs one entry-point call at trace level, unless the thread is past its thread-local
+/// destructors.
+///
+/// Destructors run last-registered first. `ALIVE` is registered right after this thread's
+/// first event, so it is destroyed before the subscriber's buffer, and its absence says
+/// "stop logging" in time.
+pub fn trace_call(entry: &'static str) {
+    if !TRACED_ONCE.get() {
+        TRACED_ONCE.set(true);
+        tracing::trace!(entry, "rgpu shim: call");
+        let _ = ALIVE.try_with(|_| ());
+        return;
+    }
+    if ALIVE.try_with(|_| ()).is_ok() {
+        tracing::trace!(entry, "rgpu shim: call");
+    }
 }
 
 /// Returns true the first time it sees `kind`/`name`, false afterwards (and once the set

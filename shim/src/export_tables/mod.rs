@@ -13,6 +13,7 @@
 //! * Anything else: not found, logged once per id; never a fake table.
 
 pub mod integrity;
+mod runtime_slots;
 
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,10 +43,47 @@ pub const BOOTSTRAP_BYPASS: CUuuid = CUuuid {
     ],
 };
 
+/// Id of the tools' thread-local-storage table (only its size is used by the runtime).
+pub const TOOLS_TLS: CUuuid = CUuuid {
+    bytes: [
+        0x42, 0xd8, 0x5a, 0x81, 0x23, 0xf6, 0xcb, 0x47, 0x82, 0x98, 0xf6, 0xe7, 0x8a, 0x3a, 0xec,
+        0xdc,
+    ],
+};
+/// Id of the tools' runtime-callback-hooks table.
+pub const TOOLS_RUNTIME_CALLBACK_HOOKS: CUuuid = CUuuid {
+    bytes: [
+        0xa0, 0x94, 0x79, 0x8c, 0x2e, 0x74, 0x2e, 0x74, 0x93, 0xf2, 0x08, 0x00, 0x20, 0x0c, 0x0a,
+        0x66,
+    ],
+};
+/// Id of the context-local-storage interface (v03.01).
+pub const CONTEXT_LOCAL_STORAGE: CUuuid = CUuuid {
+    bytes: [
+        0xc6, 0x93, 0x33, 0x6e, 0x11, 0x21, 0xdf, 0x11, 0xa8, 0xc3, 0x68, 0xf3, 0x55, 0xd8, 0x95,
+        0x93,
+    ],
+};
+/// Id of the context-checks table.
+pub const CONTEXT_CHECKS: CUuuid = CUuuid {
+    bytes: [
+        0x26, 0x3e, 0x88, 0x60, 0x7c, 0xd2, 0x61, 0x43, 0x92, 0xf6, 0xbb, 0xd5, 0x00, 0x6d, 0xfa,
+        0x7e,
+    ],
+};
+
 /// Slots in CUDART_INTERFACE (12.x and 13.x runtimes).
 pub const CUDART_INTERFACE_SLOTS: usize = 13;
 /// Slots in INTEGRITY_CHECK.
 pub const INTEGRITY_CHECK_SLOTS: usize = 3;
+/// Slots in TOOLS_TLS.
+pub const TOOLS_TLS_SLOTS: usize = 4;
+/// Slots in TOOLS_RUNTIME_CALLBACK_HOOKS.
+pub const TOOLS_HOOKS_SLOTS: usize = 7;
+/// Slots in CONTEXT_LOCAL_STORAGE (no size slot: slot 0 is a function).
+pub const CONTEXT_LOCAL_STORAGE_SLOTS: usize = 4;
+/// Slots in CONTEXT_CHECKS.
+pub const CONTEXT_CHECKS_SLOTS: usize = 4;
 
 /// A table of code and size pointers handed to C.
 #[repr(transparent)]
@@ -75,10 +113,27 @@ const fn size_slot(slots: usize) -> *const c_void {
 /// Which table a stub slot belongs to (index into [`TABLE_NAMES`]).
 const CUDART: usize = 0;
 const INTEGRITY: usize = 1;
-const TABLE_NAMES: [&str; 2] = ["CUDART_INTERFACE", "INTEGRITY_CHECK"];
+const TLS: usize = 2;
+const HOOKS: usize = 3;
+const CLS: usize = 4;
+const CHECKS: usize = 5;
+const TABLE_NAMES: [&str; 6] = [
+    "CUDART_INTERFACE",
+    "INTEGRITY_CHECK",
+    "TOOLS_TLS",
+    "TOOLS_RUNTIME_CALLBACK_HOOKS",
+    "CONTEXT_LOCAL_STORAGE",
+    "CONTEXT_CHECKS",
+];
 /// Largest slot count of any served table (bounds the "logged" flags).
 const SLOTS_MAX: usize = CUDART_INTERFACE_SLOTS;
-const _: () = assert!(INTEGRITY_CHECK_SLOTS <= SLOTS_MAX);
+const _: () = assert!(
+    INTEGRITY_CHECK_SLOTS <= SLOTS_MAX
+        && TOOLS_TLS_SLOTS <= SLOTS_MAX
+        && TOOLS_HOOKS_SLOTS <= SLOTS_MAX
+        && CONTEXT_LOCAL_STORAGE_SLOTS <= SLOTS_MAX
+        && CONTEXT_CHECKS_SLOTS <= SLOTS_MAX
+);
 
 static SLOT_LOGGED: [[AtomicBool; SLOTS_MAX]; TABLE_NAMES.len()] =
     [const { [const { AtomicBool::new(false) }; SLOTS_MAX] }; TABLE_NAMES.len()];
@@ -105,7 +160,7 @@ const fn code(f: extern "C" fn() -> CUresult) -> *const c_void {
 pub static CUDART_TABLE: Table<CUDART_INTERFACE_SLOTS> = Table([
     size_slot(CUDART_INTERFACE_SLOTS),
     code(slot_stub::<CUDART, 1>),
-    code(slot_stub::<CUDART, 2>),
+    runtime_slots::cudart_primary_context as *const c_void,
     code(slot_stub::<CUDART, 3>),
     code(slot_stub::<CUDART, 4>),
     code(slot_stub::<CUDART, 5>),
@@ -125,6 +180,41 @@ pub static INTEGRITY_TABLE: Table<INTEGRITY_CHECK_SLOTS> = Table([
     code(slot_stub::<INTEGRITY, 2>),
 ]);
 
+/// The TOOLS_TLS table: the runtime reads its size; the functions are unknown.
+pub static TOOLS_TLS_TABLE: Table<TOOLS_TLS_SLOTS> = Table([
+    size_slot(TOOLS_TLS_SLOTS),
+    code(slot_stub::<TLS, 1>),
+    code(slot_stub::<TLS, 2>),
+    code(slot_stub::<TLS, 3>),
+]);
+
+/// The TOOLS_RUNTIME_CALLBACK_HOOKS table: slots 2 and 6 hand out zeroed hook buffers.
+pub static TOOLS_HOOKS_TABLE: Table<TOOLS_HOOKS_SLOTS> = Table([
+    size_slot(TOOLS_HOOKS_SLOTS),
+    code(slot_stub::<HOOKS, 1>),
+    runtime_slots::hook_buffer1 as *const c_void,
+    code(slot_stub::<HOOKS, 3>),
+    code(slot_stub::<HOOKS, 4>),
+    code(slot_stub::<HOOKS, 5>),
+    runtime_slots::hook_buffer2 as *const c_void,
+]);
+
+/// The CONTEXT_LOCAL_STORAGE table: put, delete, get.
+pub static CONTEXT_LOCAL_STORAGE_TABLE: Table<CONTEXT_LOCAL_STORAGE_SLOTS> = Table([
+    runtime_slots::storage_put as *const c_void,
+    runtime_slots::storage_delete as *const c_void,
+    runtime_slots::storage_get as *const c_void,
+    code(slot_stub::<CLS, 3>),
+]);
+
+/// The CONTEXT_CHECKS table.
+pub static CONTEXT_CHECKS_TABLE: Table<CONTEXT_CHECKS_SLOTS> = Table([
+    size_slot(CONTEXT_CHECKS_SLOTS),
+    code(slot_stub::<CHECKS, 1>),
+    runtime_slots::context_check as *const c_void,
+    runtime_slots::check_fn3 as *const c_void,
+]);
+
 /// INTEGRITY_CHECK slot 1: writes the 16-byte answer for `version` and `unix_seconds`.
 extern "C" fn integrity_check(version: u32, unix_seconds: u64, result: *mut [u64; 2]) -> CUresult {
     ffi_guard("integrity_check", || {
@@ -138,14 +228,45 @@ extern "C" fn integrity_check(version: u32, unix_seconds: u64, result: *mut [u64
             check_fn: integrity_check as *const () as usize,
             unix_seconds,
         };
-        // No devices while no server is connected.
-        let answer = integrity::answer(&input, &[]);
+        let devices = match integrity_devices() {
+            Ok(d) => d,
+            Err(status) => return status,
+        };
+        let answer = integrity::answer(&input, &devices);
         tracing::debug!(version, "rgpu shim: answered the runtime's integrity check");
         match crate::driver_api::write_out(result, answer) {
             Ok(()) => crate::cuda_types::CUDA_SUCCESS,
             Err(status) => status,
         }
     })
+}
+
+/// `CU_DEVICE_ATTRIBUTE_PCI_BUS_ID`.
+const ATTR_PCI_BUS_ID: u32 = 33;
+/// `CU_DEVICE_ATTRIBUTE_PCI_DEVICE_ID`.
+const ATTR_PCI_DEVICE_ID: u32 = 34;
+/// `CU_DEVICE_ATTRIBUTE_PCI_DOMAIN_ID`.
+const ATTR_PCI_DOMAIN_ID: u32 = 50;
+
+/// The per-device part of the integrity check: none without a server, else the granted
+/// device's UUID and PCI location, as the runtime reads them through the driver API.
+fn integrity_devices() -> Result<Vec<integrity::DeviceInput>, CUresult> {
+    let Ok(session) = crate::remote::session::initialized() else {
+        return Ok(Vec::new());
+    };
+    let attr = |a| {
+        session
+            .attribute(a)
+            .map_err(|e| crate::remote::session::to_curesult("integrity_check", &e))
+    };
+    Ok(vec![integrity::DeviceInput {
+        uuid: session.facts.uuid,
+        pci: [
+            attr(ATTR_PCI_DOMAIN_ID)?,
+            attr(ATTR_PCI_BUS_ID)?,
+            attr(ATTR_PCI_DEVICE_ID)?,
+        ],
+    }])
 }
 
 /// What `cuGetExportTable` answers for an id.
@@ -166,6 +287,14 @@ pub fn lookup(id: &CUuuid) -> ExportLookup {
         ExportLookup::Table(CUDART_TABLE.as_ptr())
     } else if *id == INTEGRITY_CHECK {
         ExportLookup::Table(INTEGRITY_TABLE.as_ptr())
+    } else if *id == TOOLS_TLS {
+        ExportLookup::Table(TOOLS_TLS_TABLE.as_ptr())
+    } else if *id == TOOLS_RUNTIME_CALLBACK_HOOKS {
+        ExportLookup::Table(TOOLS_HOOKS_TABLE.as_ptr())
+    } else if *id == CONTEXT_LOCAL_STORAGE {
+        ExportLookup::Table(CONTEXT_LOCAL_STORAGE_TABLE.as_ptr())
+    } else if *id == CONTEXT_CHECKS {
+        ExportLookup::Table(CONTEXT_CHECKS_TABLE.as_ptr())
     } else if *id == BOOTSTRAP_BYPASS {
         ExportLookup::NotFound { known: true }
     } else {
@@ -197,6 +326,11 @@ mod tests {
     fn tables_start_with_their_size_in_bytes() {
         assert_eq!(CUDART_TABLE.slot(0) as usize, 13 * 8);
         assert_eq!(INTEGRITY_TABLE.slot(0) as usize, 3 * 8);
+        assert_eq!(TOOLS_HOOKS_TABLE.slot(0) as usize, 7 * 8);
+        assert_eq!(TOOLS_TLS_TABLE.slot(0) as usize, 4 * 8);
+        assert_eq!(CONTEXT_CHECKS_TABLE.slot(0) as usize, 4 * 8);
+        // The storage interface has no size slot: slot 0 is its `put` function.
+        assert!(!CONTEXT_LOCAL_STORAGE_TABLE.slot(0).is_null());
         for i in 1..CUDART_INTERFACE_SLOTS {
             assert!(!CUDART_TABLE.slot(i).is_null(), "slot {i} is null");
         }
@@ -212,6 +346,14 @@ mod tests {
             lookup(&INTEGRITY_CHECK),
             ExportLookup::Table(INTEGRITY_TABLE.as_ptr())
         );
+        for (id, table) in [
+            (TOOLS_TLS, TOOLS_TLS_TABLE.as_ptr()),
+            (TOOLS_RUNTIME_CALLBACK_HOOKS, TOOLS_HOOKS_TABLE.as_ptr()),
+            (CONTEXT_LOCAL_STORAGE, CONTEXT_LOCAL_STORAGE_TABLE.as_ptr()),
+            (CONTEXT_CHECKS, CONTEXT_CHECKS_TABLE.as_ptr()),
+        ] {
+            assert_eq!(lookup(&id), ExportLookup::Table(table), "{}", id_text(&id));
+        }
         assert_eq!(
             lookup(&BOOTSTRAP_BYPASS),
             ExportLookup::NotFound { known: true }

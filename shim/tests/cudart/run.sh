@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs C programs built against NVIDIA's static CUDA runtime (libcudart_static.a from PyPI)
-# with the rgpu shim preloaded as libcuda.so.1, and checks that the runtime accepts it.
+# with the rgpu shim preloaded as libcuda.so.1, and checks that the runtime accepts it; then
+# (remote.sh) runs them against a real `rgpu server --backend emulated` over shm and tcp.
 #
 #   shim/tests/cudart/run.sh [--debug]
 #
@@ -14,16 +15,10 @@ cargo_flags=(--release)
 if [[ "${1:-}" == "--debug" ]]; then profile=debug; cargo_flags=(); fi
 
 cache=target/cudart-cache
-pkgs=$cache/pkgs
-runtime_version='12.9.*'
-if [[ ! -f $pkgs/nvidia/cuda_runtime/lib/libcudart_static.a || ! -d $pkgs/nvidia/cuda_nvcc/include/crt ]]; then
-  echo "cudart: installing nvidia-cuda-runtime-cu12==$runtime_version and nvidia-cuda-nvcc-cu12 into $pkgs"
-  python3 -m pip install --quiet --disable-pip-version-check --target "$pkgs" \
-    "nvidia-cuda-runtime-cu12==$runtime_version" "nvidia-cuda-nvcc-cu12==$runtime_version"
-fi
+pkgs=$(scripts/cudart-runtime)
 
-echo "cudart: building the shim ($profile)"
-cargo build -p rgpu-shim "${cargo_flags[@]}" --locked
+echo "cudart: building the shim and the rgpu server ($profile)"
+cargo build -p rgpu-shim -p rgpu "${cargo_flags[@]}" --locked
 lib_dir=$PWD/target/$profile
 ln -sf librgpu_shim.so "$lib_dir/libcuda.so.1"
 soname=$(readelf -d "$lib_dir/libcuda.so.1" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
@@ -87,9 +82,19 @@ grep -q '^cudaDriverGetVersion: 0 .* version=12090$' "$out" || fail "driver vers
 grep -q '^cudaGetDeviceCount: 100 (cudaErrorNoDevice) count=0$' "$out" || fail "device count via LD_LIBRARY_PATH"
 grep -q 'reporting no CUDA devices' "$log" || fail "shim not loaded via LD_LIBRARY_PATH"
 
-echo "cudart: device_count with RGPU_SERVER set (no client yet: still no device, and says so)"
+echo "cudart: device_count with an unreachable RGPU_SERVER (no device, and one line naming the server and the error)"
+LD_PRELOAD="$lib_dir/libcuda.so.1" RGPU_SERVER=tcp://127.0.0.1:1 RGPU_TOKEN=$(printf '0%.0s' {1..64}) \
+  "$bin/device_count" >"$out" 2>"$log" || fail "exit status $?"
+grep -q '^cudaGetDeviceCount: 100 (cudaErrorNoDevice) count=0$' "$out" || fail "device count with an unreachable server"
+grep -q 'reporting no CUDA devices: cannot use the GPU server tcp://127.0.0.1:1: connect' "$log" || fail "no log line naming the server"
+[[ $(grep -c 'reporting no CUDA devices' "$log") -eq 1 ]] || fail "the why line must appear once"
+
+echo "cudart: device_count with RGPU_SERVER set but no token"
 LD_PRELOAD="$lib_dir/libcuda.so.1" RGPU_SERVER=tcp://127.0.0.1:1 "$bin/device_count" >"$out" 2>"$log" || fail "exit status $?"
-grep -q '^cudaGetDeviceCount: 100 (cudaErrorNoDevice) count=0$' "$out" || fail "device count with server set"
-grep -q 'RGPU_SERVER=tcp://127.0.0.1:1 is set, but' "$log" || fail "no log line naming the server"
+grep -q '^cudaGetDeviceCount: 100 (cudaErrorNoDevice) count=0$' "$out" || fail "device count without a token"
+grep -q 'RGPU_SERVER=tcp://127.0.0.1:1 is set, but neither RGPU_TOKEN nor RGPU_TOKEN_FILE is' "$log" || fail "no log line about the token"
+
+# The remote path: a real `rgpu server --backend emulated`, over shm and tcp.
+shim/tests/cudart/remote.sh "$profile" "$lib_dir" "$bin"
 
 echo "cudart: all checks passed"

@@ -1,0 +1,188 @@
+//! The process-wide session: connected once on the first `cuInit`, then shared by every entry
+//! point. Holds the connection (behind a mutex) and the device facts the server reported.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use rgpu_proto::{Call, CudaError, DeviceGetName, DeviceGetUuid, Reply, RequestDevices};
+
+use super::config::{self, ConfigError, ServerConfig};
+use super::conn::{CallError, Conn, ConnError};
+use crate::cuda_types::CUresult;
+
+/// Most distinct attribute numbers cached; attribute numbers at or above this are refused
+/// locally with `CUDA_ERROR_INVALID_VALUE` (CUDA 12.x ends near 140).
+pub const ATTRIBUTE_NUMBER_MAX: u32 = 512;
+
+/// What the server told us about the granted device(s), fetched once at connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceFacts {
+    /// Devices granted (the shim exposes this many ordinals; always 1 in this slice).
+    pub count: u32,
+    /// Device 0's name.
+    pub name: String,
+    /// Memory granted per device in bytes: the quota, reported as total memory.
+    pub total_bytes: u64,
+    /// Device 0's UUID.
+    pub uuid: [u8; 16],
+}
+
+/// Why there is no remote GPU.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerUnavailable {
+    /// The environment does not describe a usable server.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The server could not be reached or refused us.
+    #[error("cannot use the GPU server {url}: {source}")]
+    Unreachable {
+        /// The configured URL.
+        url: String,
+        /// What failed.
+        source: CallError,
+    },
+}
+
+/// A live connection plus cached facts.
+pub struct Session {
+    conn: Mutex<Conn>,
+    /// The granted device's facts.
+    pub facts: DeviceFacts,
+    attributes: Mutex<HashMap<u32, i32>>,
+}
+
+impl Session {
+    /// Connects, requests devices and caches the device facts.
+    pub fn connect(cfg: &ServerConfig) -> Result<Self, CallError> {
+        let mut conn = Conn::open(cfg)?;
+        let (count, total_bytes) = conn.sync(
+            &Call::RequestDevices(RequestDevices {
+                count: 1,
+                fraction_milli: cfg.fraction_milli,
+                memory_bytes: cfg.memory_bytes,
+            }),
+            |r| match r {
+                Reply::DevicesGranted(g) => Some((g.count, g.memory_bytes)),
+                _ => None,
+            },
+        )?;
+        // One device was asked for; the facts below describe exactly that one.
+        if count != 1 {
+            tracing::warn!(
+                count,
+                "rgpu shim: the server granted other than the 1 device requested"
+            );
+            return Err(CallError::Cuda(CudaError(
+                crate::cuda_types::CUDA_ERROR_NO_DEVICE,
+            )));
+        }
+        let name = conn.sync(
+            &Call::DeviceGetName(DeviceGetName { device: 0 }),
+            |r| match r {
+                Reply::DeviceName(n) => Some(String::from_utf8_lossy(n.name.0).into_owned()),
+                _ => None,
+            },
+        )?;
+        let uuid = conn.sync(
+            &Call::DeviceGetUuid(DeviceGetUuid { device: 0 }),
+            |r| match r {
+                Reply::DeviceUuid(u) => Some(u.uuid),
+                _ => None,
+            },
+        )?;
+        let facts = DeviceFacts {
+            count,
+            name,
+            total_bytes,
+            uuid,
+        };
+        tracing::info!(url = %cfg.url, ?facts, "rgpu shim: connected");
+        Ok(Self {
+            conn: Mutex::new(conn),
+            facts,
+            attributes: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The connection, for one call at a time.
+    pub fn conn(&self) -> MutexGuard<'_, Conn> {
+        // A poisoned lock means a call panicked mid-way (caught by ffi_guard); the client's
+        // own state machine stays consistent, so keep using it.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `cuDeviceGetAttribute` for device 0: cached, else asked once and remembered.
+    pub fn attribute(&self, attribute: u32) -> Result<i32, CallError> {
+        if attribute >= ATTRIBUTE_NUMBER_MAX {
+            return Err(CallError::Cuda(CudaError::INVALID_VALUE));
+        }
+        let mut cache = self.attributes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = cache.get(&attribute) {
+            return Ok(*v);
+        }
+        let call = Call::DeviceGetAttribute(rgpu_proto::DeviceGetAttribute {
+            device: 0,
+            attribute,
+        });
+        let value = self.conn().sync(&call, |r| match r {
+            Reply::DeviceAttribute(a) => Some(a.value),
+            _ => None,
+        })?;
+        debug_assert!(cache.len() < ATTRIBUTE_NUMBER_MAX as usize);
+        cache.insert(attribute, value);
+        Ok(value)
+    }
+}
+
+/// The session (or why there is none), decided once by the first `cuInit`.
+static CURRENT: OnceLock<Result<Session, ServerUnavailable>> = OnceLock::new();
+
+/// The process-wide session, connected on first use; the reason is logged once on failure.
+pub fn current() -> Result<&'static Session, &'static ServerUnavailable> {
+    CURRENT
+        .get_or_init(|| {
+            let result = config::from_lookup(|k| std::env::var(k).ok())
+                .map_err(ServerUnavailable::from)
+                .and_then(|cfg| {
+                    Session::connect(&cfg).map_err(|source| ServerUnavailable::Unreachable {
+                        url: cfg.url.clone(),
+                        source,
+                    })
+                });
+            if let Err(why) = &result {
+                tracing::warn!("rgpu shim: reporting no CUDA devices: {why}");
+            }
+            result
+        })
+        .as_ref()
+}
+
+/// The session for an entry point other than `cuInit`: `CUDA_ERROR_NOT_INITIALIZED` before a
+/// successful `cuInit`, as the driver answers.
+pub fn initialized() -> Result<&'static Session, CUresult> {
+    match CURRENT.get() {
+        Some(Ok(session)) => Ok(session),
+        _ => Err(crate::cuda_types::CUDA_ERROR_NOT_INITIALIZED),
+    }
+}
+
+/// Maps a remote failure to the `CUresult` the application sees. A device error passes
+/// through; a connection failure is logged once per entry point and becomes
+/// `CUDA_ERROR_DEVICE_UNAVAILABLE` (lost link) or `CUDA_ERROR_UNKNOWN` (anything else).
+pub fn to_curesult(entry: &'static str, err: &CallError) -> CUresult {
+    match err {
+        CallError::Cuda(e) => e.code(),
+        CallError::Conn(c) => {
+            if crate::logging::once_per_name("conn-error", entry) {
+                tracing::error!(entry, error = %c, "rgpu shim: remote call failed");
+            }
+            match c {
+                ConnError::Lost { .. }
+                | ConnError::Transport { .. }
+                | ConnError::Timeout { .. } => crate::cuda_types::CUDA_ERROR_DEVICE_UNAVAILABLE,
+                _ => crate::cuda_types::CUDA_ERROR_UNKNOWN,
+            }
+        }
+    }
+}
