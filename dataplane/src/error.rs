@@ -100,6 +100,15 @@ pub enum TransportError {
     /// The configuration is inconsistent.
     #[error("invalid config: {0}")]
     InvalidConfig(&'static str),
+    /// The peer did not prove the shared token during connection set-up (RDMA control
+    /// connection), or refused ours. Nothing was registered or created for it.
+    #[error("{op}: authentication failed: {detail}")]
+    Unauthenticated {
+        /// What was being set up.
+        op: &'static str,
+        /// Which side refused and why.
+        detail: String,
+    },
     /// The peer sent something invalid during set-up or in a transport header.
     #[error("protocol violation by peer during {op}: {detail}")]
     PeerViolation {

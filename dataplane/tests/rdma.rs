@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rgpu_dataplane::rdma::{Fault, RdmaConfig, RdmaListener, RdmaTransport};
+use rgpu_dataplane::rdma::{ControlToken, Fault, RdmaConfig, RdmaListener, RdmaTransport};
 use rgpu_dataplane::{Transport, TransportError, TransportKind};
 use support::{deadline, echo, echo_round_trips, pattern, recv_n};
 
@@ -415,6 +415,34 @@ fn no_device_is_a_typed_error() {
     assert!(server.join().unwrap().is_err());
 }
 
+/// A client with the wrong token is refused on the control connection, before either side opens
+/// a device: so this case needs no RDMA device and runs on the host too.
+fn wrong_token_is_refused_before_any_rdma_resource() {
+    let server_cfg = RdmaConfig {
+        token: ControlToken([0x5a; 32]),
+        ..cfg()
+    };
+    let client_cfg = RdmaConfig {
+        token: ControlToken([0xa5; 32]),
+        ..cfg()
+    };
+    let listener = RdmaListener::bind("127.0.0.1:0", server_cfg).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = thread::spawn(move || listener.accept(deadline(10_000)).map(|_| ()));
+    let err = RdmaTransport::connect(addr, client_cfg).unwrap_err();
+    println!("wrong token, client side: {err}");
+    assert!(
+        matches!(err, TransportError::Unauthenticated { .. }),
+        "{err:?}"
+    );
+    let server_err = server.join().unwrap().unwrap_err();
+    println!("wrong token, server side: {server_err}");
+    assert!(
+        matches!(server_err, TransportError::Unauthenticated { .. }),
+        "{server_err:?}"
+    );
+}
+
 fn main() {
     if let Ok(role) = std::env::var(CHILD_ENV) {
         let addr = std::env::var(CHILD_ADDR_ENV).unwrap();
@@ -435,13 +463,23 @@ fn main() {
             ("peer_killed_mid_transfer", peer_killed_mid_transfer),
             ("bad_rkey_is_a_typed_error", bad_rkey_is_a_typed_error),
             ("bad_length_is_a_typed_error", bad_length_is_a_typed_error),
+            (
+                "wrong_token_is_refused_before_any_rdma_resource",
+                wrong_token_is_refused_before_any_rdma_resource,
+            ),
         ]
     } else {
         println!("rdma: RGPU_RDMA_DEV unset, skipping the device cases (run scripts/rdma-vm-test)");
         if rgpu_dataplane::rdma::available().is_err() {
             println!("rdma: libibverbs.so.1 not loadable; checking the typed error only");
         }
-        vec![("no_device_is_a_typed_error", no_device_is_a_typed_error)]
+        vec![
+            ("no_device_is_a_typed_error", no_device_is_a_typed_error),
+            (
+                "wrong_token_is_refused_before_any_rdma_resource",
+                wrong_token_is_refused_before_any_rdma_resource,
+            ),
+        ]
     };
     let filter: Vec<String> = std::env::args()
         .skip(1)

@@ -73,9 +73,35 @@ pub struct RdmaConfig {
     pub connect_timeout_ms: u64,
     /// Bound on waiting for outstanding sends at close, in milliseconds.
     pub linger_ms: u64,
+    /// Shared secret the connecting side proves on the TCP control connection before either
+    /// side opens the device, registers memory or reveals an rkey.
+    pub token: ControlToken,
     /// Test-only fault injection; [`Fault::None`] in production.
     #[doc(hidden)]
     pub fault: Fault,
+}
+
+/// The 32-byte secret of the RDMA control connection. Its `Debug` output hides the bytes, so a
+/// logged config never leaks it.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct ControlToken(pub [u8; 32]);
+
+impl std::fmt::Debug for ControlToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ControlToken(..)")
+    }
+}
+
+impl ControlToken {
+    /// Compares in time independent of where the tokens differ.
+    pub fn matches(&self, other: &[u8; 32]) -> bool {
+        let diff = self
+            .0
+            .iter()
+            .zip(other.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        std::hint::black_box(diff) == 0
+    }
 }
 
 impl Default for RdmaConfig {
@@ -97,6 +123,7 @@ impl Default for RdmaConfig {
             default_timeout_ms: 30_000,
             connect_timeout_ms: 10_000,
             linger_ms: 1_000,
+            token: ControlToken::default(),
             fault: Fault::None,
         }
     }

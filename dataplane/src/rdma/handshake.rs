@@ -8,6 +8,36 @@ use crate::error::{Result, TransportError};
 
 use super::config::{RING_BYTES_MAX, SLOT_BYTES_MAX, SLOT_COUNT_MAX};
 
+/// Magic of the authentication message the connecting side sends first.
+pub(crate) const AUTH_MAGIC: [u8; 8] = *b"RGPUAUTH";
+/// Encoded size of the authentication message: magic, then the 32-byte token.
+pub(crate) const AUTH_BYTES: usize = 40;
+/// The accepting side's answer: token accepted, hellos follow.
+pub(crate) const AUTH_OK: u8 = 0xa1;
+/// The accepting side's answer: token refused; it closes the connection.
+pub(crate) const AUTH_REFUSED: u8 = 0xa0;
+
+/// Encodes the authentication message for `token`.
+pub(crate) fn encode_auth(token: &[u8; 32]) -> [u8; AUTH_BYTES] {
+    let mut b = [0u8; AUTH_BYTES];
+    b[..8].copy_from_slice(&AUTH_MAGIC);
+    b[8..].copy_from_slice(token);
+    b
+}
+
+/// Splits a received authentication message into its token, checking the magic.
+pub(crate) fn decode_auth(b: &[u8; AUTH_BYTES]) -> Result<[u8; 32]> {
+    if b[..8] != AUTH_MAGIC {
+        return Err(TransportError::PeerViolation {
+            op: "RDMA authentication",
+            detail: "bad magic (not an rgpu RDMA peer)".into(),
+        });
+    }
+    let mut token = [0u8; 32];
+    token.copy_from_slice(&b[8..]);
+    Ok(token)
+}
+
 /// Magic at the start of every hello.
 pub(crate) const MAGIC: [u8; 8] = *b"RGPURDMA";
 /// Wire version; bumped on any layout change.
@@ -117,6 +147,19 @@ impl Hello {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auth_message_round_trips_and_rejects_foreign_magic() {
+        let token = [7u8; 32];
+        let b = encode_auth(&token);
+        assert_eq!(decode_auth(&b).unwrap(), token);
+        let mut bad = b;
+        bad[0] ^= 1;
+        assert!(matches!(
+            decode_auth(&bad),
+            Err(TransportError::PeerViolation { .. })
+        ));
+    }
 
     fn sample() -> Hello {
         Hello {

@@ -14,8 +14,8 @@ mod transport;
 mod verbs;
 
 pub use config::{
-    Fault, RdmaConfig, BATCH_BYTES_MAX, INLINE_BYTES_MAX, RING_BYTES_MAX, SLOT_BYTES_MAX,
-    SLOT_COUNT_MAX, SQ_DEPTH_MAX, STAGE_BYTES_MAX,
+    ControlToken, Fault, RdmaConfig, BATCH_BYTES_MAX, INLINE_BYTES_MAX, RING_BYTES_MAX,
+    SLOT_BYTES_MAX, SLOT_COUNT_MAX, SQ_DEPTH_MAX, STAGE_BYTES_MAX,
 };
 pub use transport::{RdmaListener, RdmaTransport};
 pub use verbs::DeviceCaps;

@@ -15,8 +15,10 @@ use std::time::{Duration, Instant};
 
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
-use super::config::{Fault, RdmaConfig, BATCH_BYTES_MAX, INLINE_BYTES_MAX};
-use super::handshake::{Hello, HELLO_BYTES};
+use super::config::{ControlToken, Fault, RdmaConfig, BATCH_BYTES_MAX, INLINE_BYTES_MAX};
+use super::handshake::{
+    decode_auth, encode_auth, Hello, AUTH_BYTES, AUTH_OK, AUTH_REFUSED, HELLO_BYTES,
+};
 use super::stage::StageRing;
 use super::verbs::{
     status_name, Completion, CompletionKind, ConnectParams, DeviceCaps, Endpoint, OpenParams,
@@ -142,7 +144,58 @@ impl RdmaListener {
         stream
             .set_nonblocking(false)
             .map_err(|e| TransportError::io("set_nonblocking", e))?;
-        RdmaTransport::setup(stream, self.cfg.clone())
+        RdmaTransport::setup(stream, self.cfg.clone(), Role::Accept)
+    }
+}
+
+/// Which end of the control connection this is: the connecting side proves the token, the
+/// accepting side checks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Connect,
+    Accept,
+}
+
+/// Runs the token exchange on the control connection. It comes before the device is opened, so
+/// an unauthenticated peer costs no queue pair, no registered memory and learns no rkey.
+fn authenticate(ctrl: &mut TcpStream, token: &ControlToken, role: Role) -> Result<()> {
+    const OP: &str = "RDMA control connection";
+    match role {
+        Role::Connect => {
+            ctrl.write_all(&encode_auth(&token.0))
+                .map_err(|e| TransportError::io("send RDMA token", e))?;
+            let mut answer = [0u8; 1];
+            ctrl.read_exact(&mut answer)
+                .map_err(|e| peer_gone_or_io("receive RDMA token answer", e))?;
+            match answer[0] {
+                AUTH_OK => Ok(()),
+                AUTH_REFUSED => Err(TransportError::Unauthenticated {
+                    op: OP,
+                    detail: "the server refused our token".into(),
+                }),
+                other => Err(TransportError::PeerViolation {
+                    op: OP,
+                    detail: format!("token answer byte {other:#x}"),
+                }),
+            }
+        }
+        Role::Accept => {
+            let mut msg = [0u8; AUTH_BYTES];
+            ctrl.read_exact(&mut msg)
+                .map_err(|e| peer_gone_or_io("receive RDMA token", e))?;
+            let theirs = decode_auth(&msg)?;
+            if !token.matches(&theirs) {
+                // Best effort: the refusal tells an honest client why; a liar learns nothing more.
+                let _ = ctrl.write_all(&[AUTH_REFUSED]);
+                tracing::warn!(peer = ?ctrl.peer_addr().ok(), "RDMA control connection: bad token");
+                return Err(TransportError::Unauthenticated {
+                    op: OP,
+                    detail: "the client presented a wrong token".into(),
+                });
+            }
+            ctrl.write_all(&[AUTH_OK])
+                .map_err(|e| TransportError::io("send RDMA token answer", e))
+        }
     }
 }
 
@@ -165,7 +218,7 @@ impl RdmaTransport {
             .map_err(|e| TransportError::io("resolve RDMA control address", e))?;
         for a in addrs {
             match TcpStream::connect_timeout(&a, timeout) {
-                Ok(s) => return Self::setup(s, cfg),
+                Ok(s) => return Self::setup(s, cfg, Role::Connect),
                 Err(e) => last = Some(e),
             }
         }
@@ -185,7 +238,7 @@ impl RdmaTransport {
         self.peer.slot_count
     }
 
-    fn setup(mut ctrl: TcpStream, cfg: RdmaConfig) -> Result<Self> {
+    fn setup(mut ctrl: TcpStream, cfg: RdmaConfig, role: Role) -> Result<Self> {
         let io = |op| move |e| TransportError::io(op, e);
         let timeout = Some(Duration::from_millis(cfg.connect_timeout_ms));
         ctrl.set_read_timeout(timeout)
@@ -193,6 +246,7 @@ impl RdmaTransport {
         ctrl.set_write_timeout(timeout)
             .map_err(io("set_write_timeout"))?;
         ctrl.set_nodelay(true).map_err(io("set_nodelay"))?;
+        authenticate(&mut ctrl, &cfg.token, role)?;
 
         let mut ep = Endpoint::open(&OpenParams {
             dev_name: cfg.device.as_deref(),
