@@ -20,6 +20,15 @@ use crate::report::{Admission, WorkerMsg, ADMIT_TIMEOUT_MS, ANSWER_BYTES_MAX};
 /// `CUDA_ERROR_UNKNOWN` when the daemon did not answer in time or answered
 /// nonsense (all logged).
 pub fn request(session: u64, req: DeviceRequest) -> Result<DeviceGrant, CudaError> {
+    request_device(session, req).map(|(g, _)| g)
+}
+
+/// As [`request`], also returning the pool index of the first granted
+/// device (the driver ordinal the cuda backend opens).
+///
+/// # Errors
+/// As [`request`].
+pub fn request_device(session: u64, req: DeviceRequest) -> Result<(DeviceGrant, u32), CudaError> {
     let msg = WorkerMsg::Admit {
         count: req.count,
         fraction_milli: req.fraction_milli,
@@ -58,17 +67,24 @@ pub fn request(session: u64, req: DeviceRequest) -> Result<DeviceGrant, CudaErro
         .read_line(&mut answer)
         .map_err(|e| channel(session, &e))?;
     match serde_json::from_str::<Admission>(answer.trim()) {
-        Ok(Admission::Granted { count, bytes }) => {
+        Ok(Admission::Granted {
+            count,
+            bytes,
+            device,
+        }) => {
             tracing::info!(
                 session,
                 count,
                 bytes,
                 "rgpu worker: client admitted; creating its backend"
             );
-            Ok(DeviceGrant {
-                count,
-                memory_bytes: bytes,
-            })
+            Ok((
+                DeviceGrant {
+                    count,
+                    memory_bytes: bytes,
+                },
+                device,
+            ))
         }
         Ok(Admission::Refused { reason, invalid }) => {
             tracing::warn!(session, %reason, "rgpu worker: device request refused");

@@ -84,4 +84,14 @@ pub struct WorkerArgs {
     /// Deadline for the client's protocol handshake, in ms.
     #[arg(long, default_value_t = crate::config::HANDSHAKE_TIMEOUT_MS_DEFAULT)]
     pub handshake_timeout_ms: u64,
+    /// The backend to create after auth.
+    #[arg(long, value_enum, default_value = "emulated")]
+    pub backend: crate::config::BackendKind,
+    /// The cuda backend's shared module cache directory.
+    #[arg(long)]
+    pub module_cache_dir: Option<PathBuf>,
+    /// The daemon's compute-share boards (an inherited memfd; absent: no
+    /// compute share).
+    #[arg(long)]
+    pub share_fd: Option<i32>,
 }

@@ -19,7 +19,7 @@ pub const CONFIG_FILE_BYTES_MAX: u64 = 1 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
-    /// Real GPUs through the CUDA driver (not built yet).
+    /// Real GPUs through the CUDA driver.
     Cuda,
     /// The emulated device in host RAM (CI, machines without a GPU).
     Emulated,
@@ -76,6 +76,9 @@ pub struct Config {
     pub drain_timeout_ms: u64,
     /// The device pool.
     pub pool: PoolConfig,
+    /// Directory of the cuda backend's module cache, shared by all workers
+    /// (absent: no cache; `RGPU_MODULE_CACHE_DIR`).
+    pub module_cache_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -90,6 +93,7 @@ impl Default for Config {
             handshake_timeout_ms: HANDSHAKE_TIMEOUT_MS_DEFAULT,
             drain_timeout_ms: 10_000,
             pool: PoolConfig::default(),
+            module_cache_dir: None,
         }
     }
 }
@@ -193,6 +197,9 @@ impl Config {
         }
         if let Some(v) = lookup("RGPU_TOKEN_FILE") {
             self.token_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = lookup("RGPU_MODULE_CACHE_DIR") {
+            self.module_cache_dir = Some(PathBuf::from(v));
         }
         if let Some(v) = lookup("RGPU_METRICS_LISTEN") {
             self.metrics_listen = v;

@@ -40,9 +40,9 @@ pub enum DaemonError {
     /// The configuration is unusable.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The cuda backend was asked for.
-    #[error("the cuda backend is not built yet (issue 4); use --backend emulated")]
-    CudaNotBuilt,
+    /// The cuda backend was asked for but the driver cannot be used.
+    #[error("the cuda backend cannot start: {0}")]
+    Cuda(#[source] rgpu_gpu_worker::cuda::CudaBackendError),
     /// The token file is unusable.
     #[error(transparent)]
     Token(#[from] crate::token::TokenError),
@@ -79,9 +79,9 @@ pub fn main(args: &ServerArgs) -> ExitCode {
 }
 
 fn run(args: &ServerArgs) -> Result<(), DaemonError> {
-    let cfg = Config::load(args)?;
+    let mut cfg = Config::load(args)?;
     if cfg.backend == Some(BackendKind::Cuda) {
-        return Err(DaemonError::CudaNotBuilt);
+        crate::cudapool::size_pool(&mut cfg.pool).map_err(DaemonError::Cuda)?;
     }
     crate::token::load(cfg.token_file.as_deref())?;
     if cfg.token_file.is_none() {
@@ -106,7 +106,11 @@ fn run(args: &ServerArgs) -> Result<(), DaemonError> {
     let prom = PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| DaemonError::Metrics(e.to_string()))?;
-    let state = Arc::new(State::new("emulated", &cfg.pool));
+    let backend_name = match cfg.backend {
+        Some(BackendKind::Cuda) => "cuda",
+        _ => "emulated",
+    };
+    let state = Arc::new(State::new(backend_name, &cfg.pool));
     let web_stop = Arc::new(AtomicBool::new(false));
     let web = crate::web::Web::start(
         &cfg.metrics_listen,
@@ -213,6 +217,9 @@ impl Daemon {
             session,
             token_file: self.cfg.token_file.clone(),
             handshake_timeout_ms: self.cfg.handshake_timeout_ms,
+            backend: self.cfg.backend.unwrap_or(BackendKind::Emulated),
+            module_cache_dir: self.cfg.module_cache_dir.clone(),
+            share_fd: self.state.share_fd(),
         };
         match spawn(&spec, acc.fd) {
             Ok(child) => {
@@ -357,6 +364,7 @@ fn admit(
         Some(g) => Admission::Granted {
             count: u32::try_from(g.devices.len()).unwrap_or(u32::MAX),
             bytes: g.bytes,
+            device: g.devices.first().copied().unwrap_or(0),
         },
         None => {
             let reason = format!(

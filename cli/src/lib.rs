@@ -9,6 +9,7 @@
 pub mod admit;
 pub mod args;
 pub mod config;
+pub mod cudapool;
 pub mod daemon;
 pub mod envscrub;
 pub mod inherit;
@@ -16,6 +17,7 @@ pub mod lazy;
 pub mod listen;
 pub mod pool;
 pub mod report;
+pub mod shareboard;
 pub mod spawn;
 pub mod state;
 pub mod status;

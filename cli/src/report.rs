@@ -49,6 +49,9 @@ pub enum Admission {
         count: u32,
         /// Memory granted per device, in bytes.
         bytes: u64,
+        /// Pool index (the driver ordinal under cuda) of the first device.
+        #[serde(default)]
+        device: u32,
     },
     /// Refused: the request does not fit (`CUDA_ERROR_OUT_OF_MEMORY`) or is
     /// malformed (`CUDA_ERROR_INVALID_VALUE`).
@@ -107,7 +110,11 @@ mod tests {
             assert!(!line.contains('\n'));
             assert_eq!(serde_json::from_str::<WorkerMsg>(&line).unwrap(), m);
         }
-        let a = Admission::Granted { count: 1, bytes: 5 };
+        let a = Admission::Granted {
+            count: 1,
+            bytes: 5,
+            device: 0,
+        };
         let line = serde_json::to_string(&a).unwrap();
         assert_eq!(serde_json::from_str::<Admission>(&line).unwrap(), a);
         assert!(serde_json::from_str::<Admission>("{\"type\":\"granted\"}").is_err());

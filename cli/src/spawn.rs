@@ -1,7 +1,8 @@
 //! Spawning a worker process for one accepted connection. Exists so the
 //! process boundary is set up in one place: the daemon re-executes its own
 //! binary (`/proc/self/exe worker …`, no install path assumed), passes the
-//! connection as an inherited fd (the only fd inherited besides stdio), a
+//! connection as an inherited fd (the only fd inherited besides stdio and
+//! the daemon-wide compute-share memfd, [`crate::shareboard`]), a
 //! scrubbed environment (no shim, see [`crate::envscrub`]), stdin and
 //! stdout as the control channel ([`crate::report`]) and stderr shared for
 //! logs.
@@ -32,6 +33,13 @@ pub struct WorkerSpec {
     pub token_file: Option<PathBuf>,
     /// Handshake deadline, in ms.
     pub handshake_timeout_ms: u64,
+    /// The backend the worker creates.
+    pub backend: crate::config::BackendKind,
+    /// The cuda backend's shared module cache directory.
+    pub module_cache_dir: Option<PathBuf>,
+    /// The compute-share boards' memfd, inheritable (created without
+    /// close-on-exec, see [`crate::shareboard`]); `None`: no compute share.
+    pub share_fd: Option<i32>,
 }
 
 /// Why a worker could not be started.
@@ -62,9 +70,22 @@ pub fn command(exe: &Path, spec: &WorkerSpec, fd: i32) -> Command {
         .args([
             "--handshake-timeout-ms",
             &spec.handshake_timeout_ms.to_string(),
+        ])
+        .args([
+            "--backend",
+            match spec.backend {
+                crate::config::BackendKind::Cuda => "cuda",
+                crate::config::BackendKind::Emulated => "emulated",
+            },
         ]);
     if let Some(t) = &spec.token_file {
         cmd.arg("--token-file").arg(t);
+    }
+    if let Some(d) = &spec.module_cache_dir {
+        cmd.arg("--module-cache-dir").arg(d);
+    }
+    if let Some(fd) = spec.share_fd {
+        cmd.args(["--share-fd", &fd.to_string()]);
     }
     crate::envscrub::scrub(&mut cmd);
     // Its own process group: a terminal's Ctrl-C reaches the daemon only,

@@ -13,6 +13,7 @@ use crate::config::PoolConfig;
 use crate::listen::Scheme;
 use crate::pool::{DeviceUse, Grant, Pool};
 use crate::report::WorkerReport;
+use crate::shareboard::{Boards, BOARD_DEVICES_MAX};
 
 /// One live client (one worker process).
 #[derive(Debug, Clone, Serialize)]
@@ -86,8 +87,30 @@ pub struct StatusDoc {
     pub devices: Vec<DeviceUse>,
     /// Live clients.
     pub clients: Vec<ClientInfo>,
+    /// Compute share of each admitted client on each of its devices
+    /// (empty when the daemon runs without share boards).
+    pub compute: Vec<ComputeUse>,
     /// Totals.
     pub totals: Totals,
+}
+
+/// One admitted client's compute share on one device, from the share
+/// board (see `docs/worker.md`, "Compute share").
+#[derive(Debug, Clone, Serialize)]
+pub struct ComputeUse {
+    /// Session id.
+    pub session: u64,
+    /// Device index.
+    pub device: u32,
+    /// Its share of the device, in thousandths.
+    pub share_milli: u32,
+    /// Kernel time it consumed since admission, in ns.
+    pub kernel_ns: u64,
+    /// Its part of the kernel time live clients consumed on the device
+    /// (0..=1, since their admission).
+    pub share_used: f64,
+    /// Launches that waited for tokens (throttled).
+    pub throttle_waits: u64,
 }
 
 /// How a worker process ended.
@@ -109,6 +132,8 @@ struct Inner {
 pub struct State {
     backend: String,
     capacity_bytes: u64,
+    /// The per-device compute-share boards (`None`: no compute share).
+    boards: Option<Boards>,
     inner: Mutex<Inner>,
 }
 
@@ -121,9 +146,21 @@ impl State {
         gauge!("rgpu_pool_capacity_bytes").set(capacity_bytes as f64);
         gauge!("rgpu_pool_reserved_bytes").set(0.0);
         gauge!("rgpu_clients").set(0.0);
+        let devices = pool.devices as usize;
+        let boards = if (1..=BOARD_DEVICES_MAX).contains(&devices) {
+            Boards::create(devices)
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, "running without compute share: launches are not throttled");
+                })
+                .ok()
+        } else {
+            tracing::warn!(devices, "no compute share boards for this many devices");
+            None
+        };
         Self {
             backend: backend.to_string(),
             capacity_bytes,
+            boards,
             inner: Mutex::new(Inner {
                 pool: Pool::new(pool),
                 clients: BTreeMap::new(),
@@ -163,6 +200,13 @@ impl State {
         self.lock().pool.device_memory_bytes()
     }
 
+    /// The share boards' fd, for workers to inherit (`None`: no compute
+    /// share).
+    pub fn share_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.boards.as_ref().map(|b| b.fd().as_raw_fd())
+    }
+
     /// Live clients still authenticating (no call yet).
     pub fn pending(&self) -> usize {
         self.lock()
@@ -194,6 +238,24 @@ impl State {
                 Phase::Refused
             };
         }
+        if let (Some(grant), Some(boards)) = (&grant, &self.boards) {
+            let device_bytes = g.pool.device_memory_bytes().max(1);
+            let share_milli =
+                u32::try_from(u128::from(grant.bytes) * 1000 / u128::from(device_bytes))
+                    .unwrap_or(1000);
+            for &d in &grant.devices {
+                let claimed = boards
+                    .board(d as usize)
+                    .and_then(|b| b.claim(session, share_milli));
+                if claimed.is_none() {
+                    tracing::warn!(
+                        session,
+                        device = d,
+                        "compute share board full: client runs unthrottled"
+                    );
+                }
+            }
+        }
         if grant.is_none() {
             g.totals.admission_refusals += 1;
             counter!("rgpu_admission_refusals_total").increment(1);
@@ -220,6 +282,13 @@ impl State {
         let mut g = self.lock();
         let info = g.clients.remove(&session);
         g.pool.release(session);
+        for board in self.boards.iter().flat_map(Boards::iter) {
+            if let Some(u) = board.snapshot().into_iter().find(|u| u.owner == session) {
+                counter!("rgpu_compute_throttle_waits_total").increment(u.waits);
+                counter!("rgpu_compute_kernel_ns_total").increment(u.used_ns);
+            }
+            board.release(session);
+        }
         let t = &mut g.totals;
         t.sessions_ended += 1;
         match exit {
@@ -263,6 +332,29 @@ impl State {
         );
     }
 
+    /// Every claimed slot of every board, with its part of the device's
+    /// kernel time.
+    fn compute(&self) -> Vec<ComputeUse> {
+        let mut out = Vec::new();
+        for (device, board) in self.boards.iter().flat_map(|b| b.iter().enumerate()) {
+            let slots = board.snapshot();
+            let total: u64 = slots.iter().map(|u| u.used_ns).sum();
+            out.extend(slots.iter().map(|u| ComputeUse {
+                session: u.owner,
+                device: u32::try_from(device).unwrap_or(u32::MAX),
+                share_milli: u.share_milli,
+                kernel_ns: u.used_ns,
+                share_used: if total == 0 {
+                    0.0
+                } else {
+                    u.used_ns as f64 / total as f64
+                },
+                throttle_waits: u.waits,
+            }));
+        }
+        out
+    }
+
     /// A snapshot for `/status`.
     pub fn status(&self) -> StatusDoc {
         let g = self.lock();
@@ -270,6 +362,7 @@ impl State {
             backend: self.backend.clone(),
             devices: g.pool.devices(),
             clients: g.clients.values().cloned().collect(),
+            compute: self.compute(),
             totals: g.totals.clone(),
         }
     }

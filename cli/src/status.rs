@@ -118,6 +118,31 @@ pub fn render(doc: &Value) -> String {
             quota
         );
     }
+    let compute: Vec<&Value> = doc
+        .get("compute")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .collect();
+    if !compute.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n{:<8} {:>6} {:>8} {:>10} {:>14} {:>10}",
+            "session", "GPU", "share", "used", "kernel_ms", "throttled"
+        );
+        for u in compute {
+            let _ = writeln!(
+                s,
+                "{:<8} {:>6} {:>8.3} {:>10.3} {:>14} {:>10}",
+                n(u, "session"),
+                n(u, "device"),
+                n(u, "share_milli") as f64 / 1000.0,
+                u.get("share_used").and_then(Value::as_f64).unwrap_or(0.0),
+                n(u, "kernel_ns") / 1_000_000,
+                n(u, "throttle_waits")
+            );
+        }
+    }
     if let Some(t) = doc.get("totals").and_then(Value::as_object) {
         let _ = writeln!(s, "\ntotals:");
         for (k, v) in t {
@@ -140,6 +165,7 @@ mod tests {
                 {"session": 7, "worker_pid": 42, "transport": "shm", "peer": "pid 9", "phase": "admitted", "grant": {"devices": [0], "bytes": 60}},
                 {"session": 8, "worker_pid": 43, "transport": "tcp", "peer": "1.2.3.4:5", "phase": "refused", "grant": null}
             ],
+            "compute": [{"session": 7, "device": 0, "share_milli": 250, "kernel_ns": 3_000_000_000u64, "share_used": 0.26, "throttle_waits": 17}],
             "totals": {"auth_failures": 2}
         });
         let text = render(&doc);
@@ -151,5 +177,9 @@ mod tests {
             .lines()
             .any(|l| l.contains("43") && l.contains("refused")));
         assert!(text.contains("auth_failures"));
+        assert!(text.lines().any(|l| l.contains("0.250")
+            && l.contains("0.260")
+            && l.contains("3000")
+            && l.contains("17")));
     }
 }

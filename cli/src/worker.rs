@@ -13,15 +13,20 @@ use std::time::Duration;
 
 use rgpu_dataplane::shm::{ShmConfig, ShmTransport};
 use rgpu_dataplane::tcp::{TcpConfig, TcpUringTransport};
+use rgpu_gpu_worker::cuda::{CudaBackend, ModuleCache};
+use rgpu_gpu_worker::share::Shared;
 use rgpu_gpu_worker::{
-    run_session, EmulatedBackend, EmulatedConfig, SessionConfig, SessionError, SessionSummary,
+    run_session, Backend, DeviceGrant, DeviceRequest, EmulatedBackend, EmulatedConfig,
+    SessionConfig, SessionError, SessionSummary,
 };
 use rgpu_proto::{ConnError, CudaError, ServerConfig};
 
 use crate::args::WorkerArgs;
+use crate::config::BackendKind;
 use crate::lazy::LazyBackend;
 use crate::listen::Scheme;
 use crate::report::{WorkerReport, EXIT_AUTH_FAILED, EXIT_FAILED, EXIT_OK};
+use crate::shareboard::{shared, DeviceBoard};
 
 /// Runs the worker; never panics on client input.
 pub fn main(args: &WorkerArgs) -> ExitCode {
@@ -38,7 +43,7 @@ pub fn main(args: &WorkerArgs) -> ExitCode {
 }
 
 fn serve(args: &WorkerArgs) -> (i32, WorkerReport) {
-    let mut report = WorkerReport::default();
+    let report = WorkerReport::default();
     let fail = |what: &str, e: &dyn std::fmt::Display, mut report: WorkerReport| {
         tracing::warn!(session = args.session_id, error = %e, "rgpu worker: {what}");
         report.close_reason = format!("{what}: {e}");
@@ -65,23 +70,80 @@ fn serve(args: &WorkerArgs) -> (i32, WorkerReport) {
         ..SessionConfig::default()
     };
     let session_id = args.session_id;
-    // Runs on the first call, i.e. after the handshake proved the token.
-    let mut backend: LazyBackend<EmulatedBackend> = LazyBackend::new(Box::new(move |req| {
-        if req.count != 1 {
-            tracing::warn!(
-                session = session_id,
-                count = req.count,
-                "rgpu worker: the emulated backend models one device per context; refusing"
-            );
-            return Err(CudaError::NOT_SUPPORTED);
+    let boards = crate::shareboard::inherit_arg(args.share_fd, session_id);
+    match args.backend {
+        BackendKind::Emulated => {
+            // Runs on the first call, i.e. after the handshake proved the token.
+            let backend: LazyBackend<Shared<EmulatedBackend, DeviceBoard>> =
+                LazyBackend::new(Box::new(move |req| {
+                    let (grant, _) = admit_one(session_id, req)?;
+                    let backend = EmulatedBackend::new(EmulatedConfig {
+                        memory_quota_bytes: grant.memory_bytes,
+                        ..EmulatedConfig::default()
+                    });
+                    Ok((shared(backend, boards.as_ref(), session_id), grant))
+                }));
+            run_on(args, fd, &session, backend, report)
         }
-        let grant = crate::admit::request(session_id, req)?;
-        let backend = EmulatedBackend::new(EmulatedConfig {
-            memory_quota_bytes: grant.memory_bytes,
-            ..EmulatedConfig::default()
-        });
-        Ok((backend, grant))
-    }));
+        BackendKind::Cuda => {
+            // Also after auth: the driver is loaded and a context made only
+            // for clients that proved the token and were admitted.
+            let cache = args.module_cache_dir.as_ref().and_then(|dir| {
+                ModuleCache::open(dir)
+                    .inspect_err(|e| {
+                        tracing::warn!(dir = %dir.display(), error = %e, "rgpu worker: no module cache");
+                    })
+                    .ok()
+            });
+            let backend: LazyBackend<Shared<CudaBackend, DeviceBoard>> = LazyBackend::new(
+                Box::new(move |req| {
+                    let (grant, device) = admit_one(session_id, req)?;
+                    match CudaBackend::open(device, grant.memory_bytes) {
+                        Ok(b) => {
+                            let b = match &cache {
+                                Some(c) => b.with_module_cache(c.clone()),
+                                None => b,
+                            };
+                            Ok((shared(b, boards.as_ref(), session_id), grant))
+                        }
+                        Err(e) => {
+                            tracing::error!(session = session_id, error = %e, "rgpu worker: cannot open the cuda backend");
+                            Err(CudaError::NOT_INITIALIZED)
+                        }
+                    }
+                }),
+            );
+            run_on(args, fd, &session, backend, report)
+        }
+    }
+}
+
+/// Admission for one device (each backend context models one device).
+fn admit_one(session_id: u64, req: DeviceRequest) -> Result<(DeviceGrant, u32), CudaError> {
+    if req.count != 1 {
+        tracing::warn!(
+            session = session_id,
+            count = req.count,
+            "rgpu worker: a backend context models one device; refusing"
+        );
+        return Err(CudaError::NOT_SUPPORTED);
+    }
+    crate::admit::request_device(session_id, req)
+}
+
+/// Runs the session on `backend` over the inherited connection.
+fn run_on<B: Backend>(
+    args: &WorkerArgs,
+    fd: std::os::fd::OwnedFd,
+    session: &SessionConfig,
+    mut backend: LazyBackend<B>,
+    mut report: WorkerReport,
+) -> (i32, WorkerReport) {
+    let fail = |what: &str, e: &dyn std::fmt::Display, mut report: WorkerReport| {
+        tracing::warn!(session = args.session_id, error = %e, "rgpu worker: {what}");
+        report.close_reason = format!("{what}: {e}");
+        (EXIT_FAILED, report)
+    };
     let outcome = match args.transport {
         Scheme::Tcp => {
             let cfg = TcpConfig {
@@ -89,13 +151,13 @@ fn serve(args: &WorkerArgs) -> (i32, WorkerReport) {
                 ..TcpConfig::default()
             };
             match TcpUringTransport::from_stream(std::net::TcpStream::from(fd), cfg) {
-                Ok(t) => run_session(t, &mut backend, &session),
+                Ok(t) => run_session(t, &mut backend, session),
                 Err(e) => return fail("tcp transport set-up", &e, report),
             }
         }
         Scheme::Shm => {
             match ShmTransport::accept_stream(UnixStream::from(fd), ShmConfig::default()) {
-                Ok(t) => run_session(t, &mut backend, &session),
+                Ok(t) => run_session(t, &mut backend, session),
                 Err(e) => return fail("shm hand-off", &e, report),
             }
         }

@@ -234,6 +234,16 @@ pub trait Backend: Send {
         stream: StreamHandle,
     ) -> Result<(), CudaError>;
 
+    /// Kernel time, in ns, of launches that completed since the last call,
+    /// for the compute share ([`crate::share`]). `None` (the default): this
+    /// backend runs launches synchronously, so the wall time of
+    /// [`Backend::launch`] is the kernel's time. A backend with asynchronous
+    /// launches (`cuda`) measures them itself (events around launches or
+    /// completion callbacks) and reports them here.
+    fn take_kernel_ns(&mut self) -> Option<u64> {
+        None
+    }
+
     /// `cuStreamCreateWithPriority`.
     ///
     /// # Errors

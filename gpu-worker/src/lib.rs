@@ -6,17 +6,23 @@
 //! - [`Backend`]: the driver-API-shaped operations the protocol's calls
 //!   need, one value per CUDA context (per session). Implemented here by
 //!   [`emulated::EmulatedBackend`] (host RAM, built-in kernels, for CI);
-//!   the `cuda` backend lives elsewhere.
+//!   [`cuda::CudaBackend`] (a real GPU through the driver API, cargo
+//!   feature `cuda`, on by default: it loads `libcuda.so.1` at run time).
 //! - [`session`]: the per-connection executor mapping each decoded
 //!   `rgpu_proto::Call` to backend operations and replies, and
 //!   [`run_session`], the driver loop over any transport.
+//! - [`share`]: the compute share of partial GPUs (a launch token bucket
+//!   per worker over a per-device board of atomics).
 //!
 //! See `docs/worker.md` for the emulated device's model and honest limits,
 //! the test module format, quotas and the call mapping.
 
 pub mod backend;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod emulated;
 pub mod session;
+pub mod share;
 
 pub use backend::{
     Backend, DeviceGrant, DeviceRequest, Exec, FunctionInfo, LaunchDims, MemoryInfo, Released,

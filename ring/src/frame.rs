@@ -27,7 +27,7 @@ pub const RECORD_ALIGN_BYTES: usize = 8;
 pub const BATCH_RECORDS_MAX: usize = 4096;
 
 const _: () = assert!(BATCH_RECORDS_MAX <= u16::MAX as usize);
-const _: () = assert!(FRAME_HEADER_BYTES % FRAME_ALIGN_BYTES == 0);
+const _: () = assert!(FRAME_HEADER_BYTES.is_multiple_of(FRAME_ALIGN_BYTES));
 
 /// Kind tag of a frame carrying records.
 pub(crate) const KIND_RECORDS: u64 = 1;

@@ -197,7 +197,7 @@ impl<S: RingStorage> Producer<S> {
         let shared = &*self.shared;
         let geom = &shared.geom;
         debug_assert!(
-            frame_len % frame::FRAME_ALIGN_BYTES == 0 && frame_len <= geom.frame_bytes_max
+            frame_len.is_multiple_of(frame::FRAME_ALIGN_BYTES) && frame_len <= geom.frame_bytes_max
         );
         let cap = geom.capacity as u64;
         let reserve = &shared.storage.control().reserve.0;

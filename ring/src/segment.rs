@@ -474,7 +474,7 @@ impl Segment {
     }
 
     fn ring_storage(&self, control: usize, data: usize) -> ShmRing {
-        debug_assert!(control % 128 == 0 && data % 4096 == 0);
+        debug_assert!(control.is_multiple_of(128) && data.is_multiple_of(4096));
         debug_assert!(data + self.config.ring_bytes <= self.layout.total);
         // Offsets inside a live mapping cannot wrap to null; `dangling` is
         // never reached.

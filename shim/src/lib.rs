@@ -18,3 +18,9 @@ pub mod logging;
 pub mod proc_table;
 pub mod remote;
 mod stubs;
+
+/// Marks this library as rgpu's shim, not an NVIDIA driver. The GPU worker's `cuda` backend looks
+/// this symbol up in whatever `libcuda.so.1` it loaded and refuses to run on top of the shim
+/// (a worker forwarding to itself), whatever the environment scrubbing missed.
+#[no_mangle]
+pub static rgpu_shim_marker: u8 = 1;

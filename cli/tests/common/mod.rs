@@ -435,6 +435,14 @@ impl Conn {
         )
     }
 
+    /// Queues an async call (a launch) on the default stream and sends it;
+    /// its failure, if any, surfaces at the next synchronisation.
+    pub fn submit_async(&mut self, call: &Call<'_>) {
+        let now = self.now();
+        self.client.submit_call(now, call, S0).expect("submit");
+        self.pump().expect("send");
+    }
+
     /// Sends raw bytes past the protocol (to break it).
     pub fn send_raw(&mut self, bytes: &[u8]) {
         self.t.t().send(bytes).expect("send raw");

@@ -53,7 +53,7 @@ impl<'a> Field<'a> for Dest {
     }
     #[cfg(feature = "sim")]
     fn generate(g: &mut crate::sim::Gen<'a>) -> Self {
-        if g.u64() % 2 == 0 {
+        if g.u64().is_multiple_of(2) {
             Dest::Inline
         } else {
             Dest::Arena { offset: g.u64() }

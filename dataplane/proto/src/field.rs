@@ -406,7 +406,7 @@ impl<'a> Field<'a> for Payload<'a> {
     /// sendable without a trailer; trailer tests build theirs explicitly.
     #[cfg(feature = "sim")]
     fn generate(g: &mut crate::sim::Gen<'a>) -> Self {
-        if g.u64() % 2 == 0 {
+        if g.u64().is_multiple_of(2) {
             Payload::Inline(g.bytes(MAX_INLINE_BYTES as usize))
         } else {
             Payload::Arena {

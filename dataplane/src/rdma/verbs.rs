@@ -535,7 +535,7 @@ impl Region {
 
     /// Reads an 8-byte-aligned word the peer updates with RDMA WRITE.
     pub(crate) fn read_u64(&self, off: usize) -> u64 {
-        assert!(off % 8 == 0 && off + 8 <= self.map.len());
+        assert!(off.is_multiple_of(8) && off + 8 <= self.map.len());
         let p = self.map[off..off + 8].as_ptr().cast::<u64>();
         // SAFETY: p points at 8 in-bounds bytes, 8-aligned (asserted; the mapping is
         // page-aligned); volatile because the NIC writes it behind the compiler's back.
@@ -544,7 +544,7 @@ impl Region {
 
     /// Writes an 8-byte-aligned local word.
     pub(crate) fn write_u64(&mut self, off: usize, v: u64) {
-        assert!(off % 8 == 0 && off + 8 <= self.map.len());
+        assert!(off.is_multiple_of(8) && off + 8 <= self.map.len());
         let p = self.map[off..off + 8].as_mut_ptr().cast::<u64>();
         // SAFETY: p points at 8 in-bounds bytes, 8-aligned (asserted, page-aligned mapping).
         unsafe { std::ptr::write_volatile(p, v) }

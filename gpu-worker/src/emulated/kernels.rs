@@ -14,6 +14,7 @@
 //! | `rgpu_fill_f32` | `(float* dst, float value, unsigned n)` | `if (i < n) dst[i] = value` |
 //! | `rgpu_saxpy_f32` | `(unsigned n, float a, const float* x, float* y)` | `if (i < n) y[i] = a * x[i] + y[i]` |
 //! | `rgpu_sum_f32` | `(const float* x, float* out, unsigned n)` | grid-stride reduction: `*out = Σ x[0..n]` |
+//! | `rgpu_spin_us` | `(unsigned us)` | busy-waits `min(us, SPIN_US_MAX)` µs of wall time per launch, touches no memory |
 //!
 //! Element-wise kernels touch only the first `min(n, grid × block)`
 //! elements, as a kernel without a grid-stride loop would. Every pointer
@@ -22,6 +23,11 @@
 //! misaligned float pointer `CUDA_ERROR_MISALIGNED_ADDRESS` (716), both
 //! sticky, as a faulting kernel on a real device. (The emulator is stricter
 //! than hardware here: a real GPU may silently read past an allocation.)
+//!
+//! `rgpu_spin_us` exists for the compute-share tests: a kernel whose
+//! duration is known and measurable, like a GPU kernel that keeps the SMs
+//! busy for a while. It spins the launching thread, bounded by
+//! [`SPIN_US_MAX`].
 
 use rgpu_proto::{CudaError, DevicePtr};
 
@@ -29,6 +35,8 @@ use super::memory::DeviceMemory;
 
 /// Bytes of one `float` / `unsigned` element.
 const ELEM_BYTES: u64 = 4;
+/// Longest one `rgpu_spin_us` launch spins, in µs (a larger argument is clamped).
+pub const SPIN_US_MAX: u32 = 100_000;
 
 /// One built-in kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,15 +51,18 @@ pub enum Kernel {
     SaxpyF32,
     /// `*out = Σ x[0..n]`.
     SumF32,
+    /// Busy-waits the given µs (bounded by [`SPIN_US_MAX`]).
+    SpinUs,
 }
 
 /// Every built-in kernel.
-pub const ALL_KERNELS: [Kernel; 5] = [
+pub const ALL_KERNELS: [Kernel; 6] = [
     Kernel::VectorAddF32,
     Kernel::FillU32,
     Kernel::FillF32,
     Kernel::SaxpyF32,
     Kernel::SumF32,
+    Kernel::SpinUs,
 ];
 
 impl Kernel {
@@ -64,6 +75,7 @@ impl Kernel {
             Kernel::FillF32 => "rgpu_fill_f32",
             Kernel::SaxpyF32 => "rgpu_saxpy_f32",
             Kernel::SumF32 => "rgpu_sum_f32",
+            Kernel::SpinUs => "rgpu_spin_us",
         }
     }
 
@@ -83,6 +95,7 @@ impl Kernel {
             Kernel::FillU32 | Kernel::FillF32 => &[(0, 8), (8, 4), (12, 4)],
             Kernel::SaxpyF32 => &[(0, 4), (4, 4), (8, 8), (16, 8)],
             Kernel::SumF32 => &[(0, 8), (8, 8), (16, 4)],
+            Kernel::SpinUs => &[(0, 4)],
         }
     }
 
@@ -141,6 +154,14 @@ impl Kernel {
                 let sum: f32 = x.iter().sum();
                 out.copy_from_slice(&sum.to_le_bytes());
             }
+            Kernel::SpinUs => {
+                let us = p.u32(0).min(SPIN_US_MAX);
+                let until =
+                    std::time::Instant::now() + std::time::Duration::from_micros(u64::from(us));
+                while std::time::Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+            }
         }
         Ok(())
     }
@@ -177,7 +198,7 @@ fn device_f32(mem: &mut DeviceMemory, ptr: DevicePtr, count: u64) -> Result<&mut
     if count == 0 {
         return Ok(&mut []);
     }
-    if ptr.0 % ELEM_BYTES != 0 {
+    if !ptr.0.is_multiple_of(ELEM_BYTES) {
         return Err(CudaError::MISALIGNED_ADDRESS);
     }
     let len = count
@@ -221,6 +242,20 @@ mod tests {
             }
         }
         assert_eq!(Kernel::from_name(b"vector_add"), None);
+    }
+
+    #[test]
+    fn spin_takes_at_least_its_time() {
+        let mut m = DeviceMemory::new(1 << 20, 16);
+        let t = std::time::Instant::now();
+        Kernel::SpinUs
+            .run(&mut m, &2_000u32.to_le_bytes(), 1)
+            .unwrap();
+        assert!(t.elapsed() >= std::time::Duration::from_micros(2_000));
+        assert_eq!(
+            Kernel::SpinUs.run(&mut m, &[0; 3], 1),
+            Err(CudaError::INVALID_VALUE)
+        );
     }
 
     #[test]

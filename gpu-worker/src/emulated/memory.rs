@@ -28,8 +28,8 @@ pub const ALLOC_ALIGN_BYTES: u64 = 256;
 pub const GUARD_BYTES: u64 = 64 << 10;
 
 const _: () = assert!(ALLOC_ALIGN_BYTES.is_power_of_two());
-const _: () = assert!(GUARD_BYTES % ALLOC_ALIGN_BYTES == 0);
-const _: () = assert!(ADDRESS_BASE % ALLOC_ALIGN_BYTES == 0);
+const _: () = assert!(GUARD_BYTES.is_multiple_of(ALLOC_ALIGN_BYTES));
+const _: () = assert!(ADDRESS_BASE.is_multiple_of(ALLOC_ALIGN_BYTES));
 
 /// Next unused device address, shared by every emulated context in the
 /// process so that addresses are never reused.
@@ -213,7 +213,7 @@ mod tests {
         let mut m = DeviceMemory::new(1 << 20, 16);
         let a = m.alloc(1000).unwrap();
         let b = m.alloc(1000).unwrap();
-        assert!(a.0 >= ADDRESS_BASE && a.0 % ALLOC_ALIGN_BYTES == 0);
+        assert!(a.0 >= ADDRESS_BASE && a.0.is_multiple_of(ALLOC_ALIGN_BYTES));
         assert!(b.0 >= a.0 + 1000 + GUARD_BYTES);
         assert!(m.slice(a, 1000).is_some());
         assert!(m.slice(DevicePtr(a.0 + 999), 1).is_some());

@@ -296,7 +296,7 @@ impl Backend for EmulatedBackend {
         self.check_exec(exec)?;
         let w = width_bytes(width);
         let len = count.checked_mul(w).ok_or(CudaError::INVALID_VALUE)?;
-        if dst.0 % w != 0 {
+        if !dst.0.is_multiple_of(w) {
             return Err(CudaError::INVALID_VALUE);
         }
         if count == 0 {

@@ -11,12 +11,14 @@ use std::io::IoSlice;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rgpu_dataplane::shm::{ShmConfig, ShmListener, ShmTransport};
 use rgpu_dataplane::tcp::{TcpConfig, TcpUringListener, TcpUringTransport};
 use rgpu_dataplane::Transport;
+use rgpu_gpu_worker::share::{Board, ShareGate, Shared};
 use rgpu_gpu_worker::{
     run_session, EmulatedBackend, EmulatedConfig, Executor, NoArena, SessionConfig, SessionError,
     SessionSummary,
@@ -224,15 +226,25 @@ impl NetConn {
 
     /// As [`NetConn::open`] with a given device.
     pub fn open_with(kind: Kind, device: EmulatedConfig) -> Self {
+        Self::open_gated(kind, device, None)
+    }
+
+    /// As [`NetConn::open_with`], the backend's launches under a compute
+    /// share gate (none: unthrottled, as `open_with`).
+    pub fn open_gated(
+        kind: Kind,
+        device: EmulatedConfig,
+        gate: Option<ShareGate<Arc<Board>>>,
+    ) -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let session = SessionConfig::default();
         let serve = move |t| {
-            let mut backend = EmulatedBackend::new(device);
+            let mut backend = Shared::new(EmulatedBackend::new(device), gate);
             let res = match t {
                 NetT::Shm(t) => run_session(t, &mut backend, &session),
                 NetT::Tcp(t) => run_session(t, &mut backend, &session),
             };
-            (res, backend)
+            (res, backend.into_inner())
         };
         let (t, worker, dir) = match kind {
             Kind::Shm => {
