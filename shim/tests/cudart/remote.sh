@@ -13,25 +13,10 @@ rgpu=target/$profile/rgpu
 # The quota each client asks for (RGPU_GPU_MEMORY) and must then see as total memory.
 quota=$((64 << 20))
 dir=$(mktemp -d)
-server_pid=
-stop_server() {
-  if [[ -n $server_pid ]] && kill -0 "$server_pid" 2>/dev/null; then
-    kill -TERM "$server_pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$server_pid" 2>/dev/null || true
-  fi
-  server_pid=
-}
-trap 'stop_server; rm -rf "$dir"' EXIT
+# shellcheck source=../../../scripts/lib/emulated-server.sh
+. scripts/lib/emulated-server.sh
+trap 'emu_server_stop; rm -rf "$dir"' EXIT
 
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$dir/token"
-cat >"$dir/rgpu.toml" <<TOML
-metrics_listen = "127.0.0.1:0"
-[pool]
-devices = 1
-device_memory_bytes = $((4 * quota))
-client_memory_bytes = $quota
-TOML
 fail() {
   echo "FAIL: $*"
   for f in out log; do [[ -f $dir/$f ]] && { echo "--- $f (last 40 lines) ---"; tail -n 40 "$dir/$f"; }; done
@@ -40,22 +25,21 @@ fail() {
 }
 
 echo "cudart: starting rgpu server --backend emulated"
-RGPU_LOG=warn "$rgpu" server --backend emulated --token-file "$dir/token" --config "$dir/rgpu.toml" \
-  --listen "shm://$dir/rgpu.sock" --listen tcp://127.0.0.1:0 >"$dir/ready" 2>"$dir/server.log" &
-server_pid=$!
-for _ in $(seq 100); do [[ -s $dir/ready ]] && break; sleep 0.1; done
-tcp_url=$(sed -n 's/.*"\(tcp:\/\/[^"]*\)".*/\1/p' "$dir/ready")
-[[ -n $tcp_url ]] || fail "the server printed no tcp address"
+emu_server_start "$rgpu" "$dir" "[pool]
+devices = 1
+device_memory_bytes = $((4 * quota))
+client_memory_bytes = $quota" || fail "the server did not start"
+tcp_url=$emu_tcp_url
 
 expected=(device_count properties_name properties_total copy_1B copy_4KiB copy_16MiB memset memcpy_dtod
   mem_info_total mem_info_free over_quota malloc_after_over_quota wild_pointer free synchronize)
 # The shm run logs every call (trace): the runtime calls the driver from atexit handlers,
 # after thread-local storage is gone, and logging there must not abort the process.
-for url in "shm://$dir/rgpu.sock" "$tcp_url"; do
+for url in "$emu_shm_url" "$tcp_url"; do
   echo "cudart: remote_memory over $url"
   status=0
   level=info; [[ $url == shm://* ]] && level=trace
-  LD_PRELOAD="$lib_dir/libcuda.so.1" RGPU_SERVER="$url" RGPU_TOKEN_FILE="$dir/token" RGPU_GPU_MEMORY=$quota \
+  LD_PRELOAD="$lib_dir/libcuda.so.1" RGPU_SERVER="$url" RGPU_TOKEN_FILE="$emu_token_file" RGPU_GPU_MEMORY=$quota \
     RGPU_LOG=rgpu_shim=$level timeout 60 "$bin/remote_memory" "$quota" >"$dir/out" 2>"$dir/log" || status=$?
   [[ $status -eq 0 ]] || fail "remote_memory over $url exited with status $status"
   ! grep -q '^FAIL' "$dir/out" || fail "a check failed over $url"
@@ -72,5 +56,5 @@ LD_PRELOAD="$lib_dir/libcuda.so.1" RGPU_SERVER="$tcp_url" RGPU_TOKEN="$(printf '
 grep -q '^cudaGetDeviceCount: 100 (cudaErrorNoDevice) count=0$' "$dir/out" || fail "wrong token: device count"
 grep -q "cannot use the GPU server $tcp_url: handshake" "$dir/log" || fail "wrong token: no handshake line"
 
-stop_server
+emu_server_stop
 echo "cudart: remote checks passed over shm and tcp"
