@@ -1,8 +1,10 @@
 //! Command-line syntax (clap derive). Exists so the user interface is
 //! declared in one place and stays stable:
 //! `rgpu server --backend cuda|emulated --listen URL [--listen URL …]
-//! [--token-file PATH] [--config PATH]` and `rgpu status [--server URL]`.
+//! [--token-file PATH] [--config PATH]`, `rgpu status [--server URL]` and
+//! `rgpu run [--server URL] [--token-file F] … -- PROG ARGS…`.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -25,6 +27,9 @@ pub enum Command {
     Server(ServerArgs),
     /// Show a running server's GPUs, allocations and clients.
     Status(StatusArgs),
+    /// Run a program with rgpu's libcuda.so.1 (and libnvidia-ml.so.1) in place of the
+    /// NVIDIA driver, so its CUDA calls go to the GPU server.
+    Run(RunArgs),
     /// Internal: serve one accepted connection (spawned by `rgpu server`).
     #[command(hide = true)]
     Worker(WorkerArgs),
@@ -36,8 +41,9 @@ pub struct ServerArgs {
     /// GPU backend: `cuda` or `emulated`.
     #[arg(long, value_enum)]
     pub backend: Option<BackendKind>,
-    /// Where to accept clients: `tcp://HOST:PORT` or `shm:///path/to/socket`
-    /// (repeatable).
+    /// Where to accept clients: `tcp://HOST:PORT`, `shm:///path/to/socket` or
+    /// `rdma://HOST:PORT[?device=NAME&gid_index=N&port=N]` (built with the `rdma`
+    /// feature) (repeatable).
     #[arg(long = "listen", value_name = "URL")]
     pub listen: Vec<String>,
     /// File holding the 32-byte client token as 64 hex digits.
@@ -64,6 +70,42 @@ pub struct StatusArgs {
     /// Print the raw JSON instead of tables.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `rgpu run` flags; each sets the matching `RGPU_*` variable for the program.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The GPU server: `shm:///path/to/socket`, `tcp://HOST:PORT` or `rdma://HOST:PORT`
+    /// (sets `RGPU_SERVER`; default: the inherited `RGPU_SERVER`).
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// File holding the client token as 64 hex digits (sets `RGPU_TOKEN_FILE`).
+    #[arg(long, value_name = "FILE", conflicts_with = "token_env")]
+    pub token_file: Option<PathBuf>,
+    /// Take the token from the inherited `RGPU_TOKEN` (checked before the program starts).
+    #[arg(long)]
+    pub token_env: bool,
+    /// Device memory to ask for, in bytes (sets `RGPU_GPU_MEMORY`).
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub gpu_memory: Option<u64>,
+    /// Share of a device to ask for, 0 < F <= 1 (sets `RGPU_GPU_FRACTION`).
+    #[arg(long, value_name = "F", conflicts_with = "gpu_memory", value_parser = parse_fraction)]
+    pub gpu_fraction: Option<f64>,
+    /// The shim: a `libcuda.so.1` file or the directory holding it (default: `RGPU_SHIM_DIR`,
+    /// else the directory of this `rgpu` binary).
+    #[arg(long, value_name = "PATH")]
+    pub shim: Option<PathBuf>,
+    /// The program and its arguments (put them after `--`).
+    #[arg(required = true, trailing_var_arg = true, value_name = "PROG")]
+    pub command: Vec<OsString>,
+}
+
+/// Parses a device fraction in (0, 1].
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(f) if f > 0.0 && f <= 1.0 => Ok(f),
+        _ => Err(format!("{s:?} is not a fraction in (0, 1]")),
+    }
 }
 
 /// The hidden worker's flags, written by [`crate::spawn`].
@@ -94,4 +136,13 @@ pub struct WorkerArgs {
     /// compute share).
     #[arg(long)]
     pub share_fd: Option<i32>,
+    /// `rdma` connections: the verbs device (absent: the first one).
+    #[arg(long)]
+    pub rdma_device: Option<String>,
+    /// `rdma` connections: the GID index (absent: the first IPv4-mapped GID).
+    #[arg(long)]
+    pub rdma_gid_index: Option<u32>,
+    /// `rdma` connections: the device port, 1-based (absent: 1).
+    #[arg(long)]
+    pub rdma_port: Option<u8>,
 }

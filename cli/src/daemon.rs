@@ -220,6 +220,7 @@ impl Daemon {
             backend: self.cfg.backend.unwrap_or(BackendKind::Emulated),
             module_cache_dir: self.cfg.module_cache_dir.clone(),
             share_fd: self.state.share_fd(),
+            rdma: acc.rdma.clone(),
         };
         match spawn(&spec, acc.fd) {
             Ok(child) => {

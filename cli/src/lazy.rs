@@ -102,6 +102,39 @@ impl<B: Backend> Backend for LazyBackend<B> {
     fn mem_free(&mut self, ptr: DevicePtr) -> Result<(), CudaError> {
         self.get_mut()?.mem_free(ptr)
     }
+    fn mem_alloc_pitch(
+        &mut self,
+        width_bytes: u64,
+        height: u64,
+        element_size: u32,
+    ) -> Result<(DevicePtr, u64), CudaError> {
+        self.get_mut()?
+            .mem_alloc_pitch(width_bytes, height, element_size)
+    }
+    fn mem_alloc_async(
+        &mut self,
+        bytes: u64,
+        pool: Option<u64>,
+        stream: StreamHandle,
+    ) -> Result<DevicePtr, CudaError> {
+        self.get_mut()?.mem_alloc_async(bytes, pool, stream)
+    }
+    fn mem_free_async(&mut self, ptr: DevicePtr, stream: StreamHandle) -> Result<(), CudaError> {
+        self.get_mut()?.mem_free_async(ptr, stream)
+    }
+    fn default_mem_pool(&mut self, device: u32) -> Result<u64, CudaError> {
+        self.get_mut()?.default_mem_pool(device)
+    }
+    fn module_global(
+        &mut self,
+        module: ModuleHandle,
+        name: &[u8],
+    ) -> Result<(DevicePtr, u64), CudaError> {
+        self.get_mut()?.module_global(module, name)
+    }
+    fn mem_used_bytes(&self) -> Option<u64> {
+        self.get().ok()?.mem_used_bytes()
+    }
     fn check_range(&self, ptr: DevicePtr, len: u64) -> Result<(), CudaError> {
         self.get()?.check_range(ptr, len)
     }
@@ -155,6 +188,24 @@ impl<B: Backend> Backend for LazyBackend<B> {
     ) -> Result<(), CudaError> {
         self.get_mut()?.launch(function, dims, params, stream)
     }
+    fn launch_ex(
+        &mut self,
+        function: FunctionHandle,
+        dims: LaunchDims,
+        params: &[u8],
+        attrs: &[rgpu_proto::LaunchAttr],
+        stream: StreamHandle,
+    ) -> Result<(), CudaError> {
+        self.get_mut()?
+            .launch_ex(function, dims, params, attrs, stream)
+    }
+    fn function_attribute(
+        &mut self,
+        function: FunctionHandle,
+        attribute: i32,
+    ) -> Result<i32, CudaError> {
+        self.get_mut()?.function_attribute(function, attribute)
+    }
     fn stream_create(&mut self, flags: u32, priority: i32) -> Result<StreamHandle, CudaError> {
         self.get_mut()?.stream_create(flags, priority)
     }
@@ -206,6 +257,9 @@ impl<B: Backend> Backend for LazyBackend<B> {
         // Cannot be set: checked above, and `&mut self` excludes others.
         let _ = self.cell.set(Ok(b));
         Ok(grant)
+    }
+    fn register_host_arena(&mut self, span: rgpu_gpu_worker::HostSpan) -> Result<(), CudaError> {
+        self.get_mut()?.register_host_arena(span)
     }
     /// Frees what the inner backend holds; nothing if it was never created
     /// (does not create it).

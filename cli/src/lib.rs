@@ -1,6 +1,7 @@
 //! The `rgpu` command: the GPU server daemon (`rgpu server`), its
 //! per-client worker process (the hidden `rgpu worker`, re-executed from
-//! `/proc/self/exe` for every accepted connection) and `rgpu status`.
+//! `/proc/self/exe` for every accepted connection), `rgpu status` and
+//! `rgpu run` (a program started with the client shim set up).
 //!
 //! See `docs/worker.md`, section "Server and process model", for the design:
 //! one worker process per client connection, auth before any backend
@@ -17,6 +18,7 @@ pub mod lazy;
 pub mod listen;
 pub mod pool;
 pub mod report;
+pub mod run;
 pub mod shareboard;
 pub mod spawn;
 pub mod state;
@@ -24,3 +26,5 @@ pub mod status;
 pub mod token;
 pub mod web;
 pub mod worker;
+#[cfg(feature = "rdma")]
+pub mod worker_rdma;

@@ -18,6 +18,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Server(args) => rgpu::daemon::main(&args),
         Command::Status(args) => rgpu::status::main(&args),
+        Command::Run(args) => rgpu::run::main(&args),
         Command::Worker(args) => rgpu::worker::main(&args),
     }
 }

@@ -2,7 +2,9 @@
 //! pipes, and the worker's exit codes. Exists so both sides share one
 //! format. The worker asks for admission when its client's first call
 //! arrives (so after auth; an unauthenticated client never reaches the
-//! pool), and sends its session counters once, at exit (no live usage yet).
+//! pool), and sends its session counters once, at exit. Live usage while
+//! the session runs does not use this channel: the worker counts it in its
+//! share-board slot, which the daemon reads (`state::ClientUsage`).
 
 use serde::{Deserialize, Serialize};
 

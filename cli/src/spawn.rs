@@ -37,6 +37,8 @@ pub struct WorkerSpec {
     pub backend: crate::config::BackendKind,
     /// The cuda backend's shared module cache directory.
     pub module_cache_dir: Option<PathBuf>,
+    /// For `rdma://` connections: the verbs port (device, GID index, port).
+    pub rdma: Option<crate::listen::RdmaPort>,
     /// The compute-share boards' memfd, inheritable (created without
     /// close-on-exec, see [`crate::shareboard`]); `None`: no compute share.
     pub share_fd: Option<i32>,
@@ -84,6 +86,17 @@ pub fn command(exe: &Path, spec: &WorkerSpec, fd: i32) -> Command {
     if let Some(d) = &spec.module_cache_dir {
         cmd.arg("--module-cache-dir").arg(d);
     }
+    if let Some(r) = &spec.rdma {
+        if let Some(d) = &r.device {
+            cmd.args(["--rdma-device", d]);
+        }
+        if let Some(g) = r.gid_index {
+            cmd.args(["--rdma-gid-index", &g.to_string()]);
+        }
+        if let Some(p) = r.port {
+            cmd.args(["--rdma-port", &p.to_string()]);
+        }
+    }
     if let Some(fd) = spec.share_fd {
         cmd.args(["--share-fd", &fd.to_string()]);
     }
@@ -110,4 +123,39 @@ pub fn spawn(spec: &WorkerSpec, conn: OwnedFd) -> Result<Child, SpawnError> {
         .map_err(|source| SpawnError::Spawn { exe, source });
     drop(conn);
     child
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn the_worker_command_line_parses_back_with_the_rdma_port() {
+        let spec = WorkerSpec {
+            scheme: Scheme::Rdma,
+            session: 7,
+            token_file: Some(PathBuf::from("/run/rgpu/token")),
+            handshake_timeout_ms: 1234,
+            backend: crate::config::BackendKind::Emulated,
+            module_cache_dir: None,
+            share_fd: None,
+            rdma: Some(crate::listen::RdmaPort {
+                device: Some("rxe0".into()),
+                gid_index: Some(1),
+                port: Some(2),
+            }),
+        };
+        let cmd = command(Path::new("rgpu"), &spec, 9);
+        let argv = std::iter::once(std::ffi::OsString::from("rgpu"))
+            .chain(cmd.get_args().map(std::ffi::OsStr::to_os_string));
+        let cli = crate::args::Cli::try_parse_from(argv).unwrap();
+        let crate::args::Command::Worker(w) = cli.command else {
+            panic!("not the worker subcommand");
+        };
+        assert_eq!((w.fd, w.transport, w.session_id), (9, Scheme::Rdma, 7));
+        assert_eq!(w.handshake_timeout_ms, 1234);
+        assert_eq!(w.rdma_device.as_deref(), Some("rxe0"));
+        assert_eq!((w.rdma_gid_index, w.rdma_port), (Some(1), Some(2)));
+    }
 }

@@ -90,8 +90,36 @@ pub struct StatusDoc {
     /// Compute share of each admitted client on each of its devices
     /// (empty when the daemon runs without share boards).
     pub compute: Vec<ComputeUse>,
+    /// Live usage of each admitted client on each of its devices, read
+    /// from its share-board slot (empty without share boards).
+    pub usage: Vec<ClientUsage>,
     /// Totals.
     pub totals: Totals,
+}
+
+/// One live client's usage on one device while it runs: what its worker
+/// counts in its share-board slot (see `docs/worker.md`, "Live metrics").
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientUsage {
+    /// Session id.
+    pub session: u64,
+    /// Its worker process.
+    pub worker_pid: u32,
+    /// Device index.
+    pub device: u32,
+    /// Backend operations by kind (`device`, `memory`, `copy`, `memset`,
+    /// `module`, `launch`, `stream`, `event`).
+    pub calls: BTreeMap<&'static str, u64>,
+    /// Host-to-device bytes.
+    pub bytes_h2d: u64,
+    /// Device-to-host bytes.
+    pub bytes_d2h: u64,
+    /// Device-to-device bytes.
+    pub bytes_d2d: u64,
+    /// Device memory it holds against its quota, in bytes.
+    pub memory_bytes: u64,
+    /// Kernel time it consumed, in ns.
+    pub kernel_ns: u64,
 }
 
 /// One admitted client's compute share on one device, from the share
@@ -355,6 +383,41 @@ impl State {
         out
     }
 
+    /// Live usage of admitted clients, for `/metrics`.
+    pub fn usage(&self) -> Vec<ClientUsage> {
+        let g = self.lock();
+        self.usage_of(&g.clients)
+    }
+
+    /// Every claimed board slot whose owner is a live client, with that
+    /// client's worker pid (bounded: one entry per slot).
+    fn usage_of(&self, clients: &BTreeMap<u64, ClientInfo>) -> Vec<ClientUsage> {
+        use rgpu_gpu_worker::share::CallKind;
+        let mut out = Vec::new();
+        for (device, board) in self.boards.iter().flat_map(|b| b.iter().enumerate()) {
+            for u in board.snapshot() {
+                let Some(c) = clients.get(&u.owner) else {
+                    continue;
+                };
+                out.push(ClientUsage {
+                    session: u.owner,
+                    worker_pid: c.worker_pid,
+                    device: u32::try_from(device).unwrap_or(u32::MAX),
+                    calls: CallKind::ALL
+                        .iter()
+                        .map(|k| (k.name(), u.usage.calls[*k as usize]))
+                        .collect(),
+                    bytes_h2d: u.usage.bytes_h2d,
+                    bytes_d2h: u.usage.bytes_d2h,
+                    bytes_d2d: u.usage.bytes_d2d,
+                    memory_bytes: u.usage.memory_bytes,
+                    kernel_ns: u.used_ns,
+                });
+            }
+        }
+        out
+    }
+
     /// A snapshot for `/status`.
     pub fn status(&self) -> StatusDoc {
         let g = self.lock();
@@ -363,6 +426,7 @@ impl State {
             devices: g.pool.devices(),
             clients: g.clients.values().cloned().collect(),
             compute: self.compute(),
+            usage: self.usage_of(&g.clients),
             totals: g.totals.clone(),
         }
     }

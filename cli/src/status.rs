@@ -143,6 +143,47 @@ pub fn render(doc: &Value) -> String {
             );
         }
     }
+    let usage: Vec<&Value> = doc
+        .get("usage")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .collect();
+    if !usage.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n{:<8} {:>8} {:>6} {:>16} {:>16} {:>16} {:>16} {:>8} {:>12}",
+            "session",
+            "worker",
+            "GPU",
+            "memory",
+            "h2d_bytes",
+            "d2h_bytes",
+            "d2d_bytes",
+            "calls",
+            "kernel_ms"
+        );
+        for u in usage {
+            let calls: u64 = u
+                .get("calls")
+                .and_then(Value::as_object)
+                .map(|c| c.values().filter_map(Value::as_u64).sum())
+                .unwrap_or(0);
+            let _ = writeln!(
+                s,
+                "{:<8} {:>8} {:>6} {:>16} {:>16} {:>16} {:>16} {:>8} {:>12}",
+                n(u, "session"),
+                n(u, "worker_pid"),
+                n(u, "device"),
+                n(u, "memory_bytes"),
+                n(u, "bytes_h2d"),
+                n(u, "bytes_d2h"),
+                n(u, "bytes_d2d"),
+                calls,
+                n(u, "kernel_ns") / 1_000_000
+            );
+        }
+    }
     if let Some(t) = doc.get("totals").and_then(Value::as_object) {
         let _ = writeln!(s, "\ntotals:");
         for (k, v) in t {
@@ -166,6 +207,7 @@ mod tests {
                 {"session": 8, "worker_pid": 43, "transport": "tcp", "peer": "1.2.3.4:5", "phase": "refused", "grant": null}
             ],
             "compute": [{"session": 7, "device": 0, "share_milli": 250, "kernel_ns": 3_000_000_000u64, "share_used": 0.26, "throttle_waits": 17}],
+            "usage": [{"session": 7, "worker_pid": 42, "device": 0, "calls": {"copy": 5, "memory": 2}, "bytes_h2d": 123456, "bytes_d2h": 654321, "bytes_d2d": 0, "memory_bytes": 777216, "kernel_ns": 0}],
             "totals": {"auth_failures": 2}
         });
         let text = render(&doc);
@@ -177,6 +219,10 @@ mod tests {
             .lines()
             .any(|l| l.contains("43") && l.contains("refused")));
         assert!(text.contains("auth_failures"));
+        assert!(text.lines().any(|l| l.contains("777216")
+            && l.contains("123456")
+            && l.contains("654321")
+            && l.split_whitespace().nth(7) == Some("7")));
         assert!(text.lines().any(|l| l.contains("0.250")
             && l.contains("0.260")
             && l.contains("3000")

@@ -3,6 +3,12 @@
 //! `rgpu status`). Exists so the daemon's observability is one small
 //! thread on a well-kept HTTP server crate (`tiny_http`), polled with a
 //! bounded wait so it stops with the daemon.
+//!
+//! Per-client series (`rgpu_client_*`, labelled by session id, worker pid
+//! and device) are rendered at scrape time from the live share-board slots,
+//! so they exist only while their client does: their cardinality is
+//! bounded by the live clients (`workers_max`, and 64 per device), and a
+//! departed client's counts live on in the daemon-wide totals.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +18,7 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::state::State;
+use crate::state::{ClientUsage, State};
 
 /// Longest wait for a request before the stop flag is re-checked, in ms.
 pub const POLL_MS: u64 = 200;
@@ -86,7 +92,14 @@ impl Web {
 
 fn answer(req: tiny_http::Request, state: &State, prom: &PrometheusHandle) {
     let (body, ctype, code) = match req.url() {
-        "/metrics" => (prom.render(), "text/plain; version=0.0.4", 200),
+        "/metrics" => {
+            let mut text = prom.render();
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(&client_metrics(&state.usage()));
+            (text, "text/plain; version=0.0.4", 200)
+        }
         "/status" => match serde_json::to_string(&state.status()) {
             Ok(s) => (s, "application/json", 200),
             Err(e) => (format!("status encoding failed: {e}"), "text/plain", 500),
@@ -103,5 +116,118 @@ fn answer(req: tiny_http::Request, state: &State, prom: &PrometheusHandle) {
     }
     if let Err(e) = req.respond(resp) {
         tracing::debug!(error = %e, "metrics client went away");
+    }
+}
+
+/// The `rgpu_client_*` series of the live clients, in Prometheus text
+/// format.
+fn client_metrics(usage: &[ClientUsage]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let labels = |u: &ClientUsage| {
+        format!(
+            "session=\"{}\",worker_pid=\"{}\",device=\"{}\"",
+            u.session, u.worker_pid, u.device
+        )
+    };
+    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+    };
+    family(
+        &mut out,
+        "rgpu_client_memory_bytes",
+        "gauge",
+        "Device memory a live client holds against its quota.",
+    );
+    for u in usage {
+        let _ = writeln!(
+            out,
+            "rgpu_client_memory_bytes{{{}}} {}",
+            labels(u),
+            u.memory_bytes
+        );
+    }
+    family(
+        &mut out,
+        "rgpu_client_bytes_total",
+        "counter",
+        "Bytes a live client moved, by direction.",
+    );
+    for u in usage {
+        for (dir, n) in [
+            ("h2d", u.bytes_h2d),
+            ("d2h", u.bytes_d2h),
+            ("d2d", u.bytes_d2d),
+        ] {
+            let _ = writeln!(
+                out,
+                "rgpu_client_bytes_total{{{},direction=\"{dir}\"}} {n}",
+                labels(u)
+            );
+        }
+    }
+    family(
+        &mut out,
+        "rgpu_client_calls_total",
+        "counter",
+        "Backend operations of a live client, by kind.",
+    );
+    for u in usage {
+        for (kind, n) in &u.calls {
+            let _ = writeln!(
+                out,
+                "rgpu_client_calls_total{{{},kind=\"{kind}\"}} {n}",
+                labels(u)
+            );
+        }
+    }
+    family(
+        &mut out,
+        "rgpu_client_kernel_ns_total",
+        "counter",
+        "Kernel time a live client consumed, in ns.",
+    );
+    for u in usage {
+        let _ = writeln!(
+            out,
+            "rgpu_client_kernel_ns_total{{{}}} {}",
+            labels(u),
+            u.kernel_ns
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_series_carry_their_labels_and_values() {
+        let u = ClientUsage {
+            session: 7,
+            worker_pid: 4242,
+            device: 0,
+            calls: [("copy", 3), ("memory", 2)].into_iter().collect(),
+            bytes_h2d: 100,
+            bytes_d2h: 50,
+            bytes_d2d: 0,
+            memory_bytes: 4096,
+            kernel_ns: 9,
+        };
+        let text = client_metrics(&[u]);
+        let l = "session=\"7\",worker_pid=\"4242\",device=\"0\"";
+        for line in [
+            format!("rgpu_client_memory_bytes{{{l}}} 4096"),
+            format!("rgpu_client_bytes_total{{{l},direction=\"h2d\"}} 100"),
+            format!("rgpu_client_bytes_total{{{l},direction=\"d2h\"}} 50"),
+            format!("rgpu_client_calls_total{{{l},kind=\"copy\"}} 3"),
+            format!("rgpu_client_kernel_ns_total{{{l}}} 9"),
+        ] {
+            assert!(text.lines().any(|x| x == line), "{line} missing in\n{text}");
+        }
+        assert_eq!(text.matches("# TYPE").count(), 4, "one family each");
+        assert!(!client_metrics(&[]).contains("session="));
     }
 }

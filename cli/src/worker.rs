@@ -1,7 +1,9 @@
 //! The worker process (`rgpu worker`, hidden): serves exactly one client
 //! connection, inherited from the daemon, then exits. It completes the
 //! transport set-up itself (tcp: io_uring transport; shm: the hello and
-//! segment attach), runs the protocol session (token check first) on a
+//! segment attach; rdma ([`crate::worker_rdma`]): the control connection's
+//! token check, then device, PD, memory regions and the queue pair, all
+//! owned by this process), runs the protocol session (token check first) on a
 //! backend created only after auth ([`crate::lazy`]) with the quota the
 //! daemon admits ([`crate::admit`]), sends its report ([`crate::report`])
 //! on stdout and exits with a code the daemon maps.
@@ -160,6 +162,29 @@ fn run_on<B: Backend>(
                 Ok(t) => run_session(t, &mut backend, session),
                 Err(e) => return fail("shm hand-off", &e, report),
             }
+        }
+        #[cfg(feature = "rdma")]
+        Scheme::Rdma => {
+            use crate::worker_rdma::{accept, AcceptError};
+            match accept(args, fd, &session.server.token) {
+                Ok(t) => run_session(t, &mut backend, session),
+                Err(AcceptError::Unauthenticated(e)) => {
+                    tracing::warn!(session = args.session_id, error = %e, "rgpu worker: rdma client failed authentication");
+                    report.auth_failed = true;
+                    report.close_reason = format!("rdma control connection: {e}");
+                    return (EXIT_AUTH_FAILED, report);
+                }
+                Err(e) => return fail("rdma transport set-up", &e, report),
+            }
+        }
+        #[cfg(not(feature = "rdma"))]
+        Scheme::Rdma => {
+            drop(fd);
+            return fail(
+                "rdma transport set-up",
+                &crate::listen::RDMA_NOT_BUILT,
+                report,
+            );
         }
     };
     report.backend_created = backend.created();

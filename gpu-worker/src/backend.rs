@@ -11,8 +11,8 @@
 //! shim hands back to the application.
 
 use rgpu_proto::{
-    CudaError, DevicePtr, EventHandle, FunctionHandle, MemsetWidth, ModuleHandle, ParamSlot,
-    StreamHandle,
+    CudaError, DevicePtr, EventHandle, FunctionHandle, LaunchAttr, MemsetWidth, ModuleHandle,
+    ParamSlot, StreamHandle,
 };
 
 /// How a copy or memset is ordered.
@@ -149,6 +149,81 @@ pub trait Backend: Send {
     /// # Errors
     /// [`CudaError::INVALID_VALUE`] unless `ptr` is the base of a live allocation.
     fn mem_free(&mut self, ptr: DevicePtr) -> Result<(), CudaError>;
+    /// `cuMemAllocPitch`: `height` rows of `width_bytes`; returns the base
+    /// and the pitch (row stride). The quota is charged pitch × height.
+    ///
+    /// # Errors
+    /// [`CudaError::INVALID_VALUE`] for a zero size or an element size
+    /// other than 4, 8 or 16; [`CudaError::OUT_OF_MEMORY`] over the quota.
+    /// The default (a backend without it) is [`CudaError::NOT_SUPPORTED`].
+    fn mem_alloc_pitch(
+        &mut self,
+        width_bytes: u64,
+        height: u64,
+        element_size: u32,
+    ) -> Result<(DevicePtr, u64), CudaError> {
+        let _ = (width_bytes, height, element_size);
+        Err(CudaError::NOT_SUPPORTED)
+    }
+    /// `cuMemAllocAsync` on `stream` (`pool` `None`) or
+    /// `cuMemAllocFromPoolAsync` from `pool` (a handle from
+    /// [`Backend::default_mem_pool`]). The quota is charged at once.
+    ///
+    /// # Errors
+    /// As [`Backend::mem_alloc`]; [`CudaError::INVALID_HANDLE`] for an
+    /// unknown stream, [`CudaError::INVALID_VALUE`] for an unknown pool.
+    /// The default is [`CudaError::NOT_SUPPORTED`].
+    fn mem_alloc_async(
+        &mut self,
+        bytes: u64,
+        pool: Option<u64>,
+        stream: StreamHandle,
+    ) -> Result<DevicePtr, CudaError> {
+        let _ = (bytes, pool, stream);
+        Err(CudaError::NOT_SUPPORTED)
+    }
+    /// `cuMemFreeAsync` on `stream`; frees any live allocation (pool or
+    /// not), as the driver does.
+    ///
+    /// # Errors
+    /// As [`Backend::mem_free`]; [`CudaError::INVALID_HANDLE`] for an
+    /// unknown stream. The default is [`CudaError::NOT_SUPPORTED`].
+    fn mem_free_async(&mut self, ptr: DevicePtr, stream: StreamHandle) -> Result<(), CudaError> {
+        let _ = (ptr, stream);
+        Err(CudaError::NOT_SUPPORTED)
+    }
+    /// `cuDeviceGetDefaultMemPool`: this session's handle for the device's
+    /// default pool (the only pool served).
+    ///
+    /// # Errors
+    /// [`CudaError::INVALID_DEVICE`] for a bad ordinal. The default is
+    /// [`CudaError::NOT_SUPPORTED`].
+    fn default_mem_pool(&mut self, device: u32) -> Result<u64, CudaError> {
+        let _ = device;
+        Err(CudaError::NOT_SUPPORTED)
+    }
+    /// `cuModuleGetGlobal`: the address and size of global `name` of
+    /// `module`; the range becomes valid for copies and memsets (not for
+    /// `mem_free`) until the module is unloaded.
+    ///
+    /// # Errors
+    /// [`CudaError::INVALID_HANDLE`] for an unknown module,
+    /// [`CudaError::NOT_FOUND`] for a name the module lacks. The default is
+    /// [`CudaError::NOT_SUPPORTED`].
+    fn module_global(
+        &mut self,
+        module: ModuleHandle,
+        name: &[u8],
+    ) -> Result<(DevicePtr, u64), CudaError> {
+        let _ = (module, name);
+        Err(CudaError::NOT_SUPPORTED)
+    }
+    /// Device bytes this context holds against its quota (allocations of
+    /// every kind and module globals), for live metrics; `None` when the
+    /// backend does not track it (the default).
+    fn mem_used_bytes(&self) -> Option<u64> {
+        None
+    }
     /// Checks that `[ptr, ptr + len)` lies inside one live allocation, for a
     /// copy whose bytes will arrive in pieces (a trailer): a bad destination
     /// is refused before any byte lands, as the driver refuses a bad copy.
@@ -234,12 +309,44 @@ pub trait Backend: Send {
         stream: StreamHandle,
     ) -> Result<(), CudaError>;
 
+    /// `cuLaunchKernelEx` (and `cuLaunchCooperativeKernel`, sent as the
+    /// cooperative attribute): [`Backend::launch`] with launch attributes.
+    /// Required (no default), so a decorator cannot silently drop the
+    /// attributes by falling back to [`Backend::launch`].
+    ///
+    /// # Errors
+    /// As [`Backend::launch`]; [`CudaError::NOT_SUPPORTED`] for an
+    /// attribute this backend cannot honour, [`CudaError::INVALID_VALUE`]
+    /// for an unknown attribute id or value.
+    fn launch_ex(
+        &mut self,
+        function: FunctionHandle,
+        dims: LaunchDims,
+        params: &[u8],
+        attrs: &[LaunchAttr],
+        stream: StreamHandle,
+    ) -> Result<(), CudaError>;
+
+    /// `cuFuncGetAttribute` (`attribute` is a `CUfunction_attribute`).
+    /// Required (no default), like [`Backend::launch_ex`].
+    ///
+    /// # Errors
+    /// [`CudaError::INVALID_HANDLE`] for an unknown function,
+    /// [`CudaError::INVALID_VALUE`] for an unknown attribute,
+    /// [`CudaError::NOT_SUPPORTED`] for what this backend cannot know.
+    fn function_attribute(
+        &mut self,
+        function: FunctionHandle,
+        attribute: i32,
+    ) -> Result<i32, CudaError>;
+
     /// Kernel time, in ns, of launches that completed since the last call,
     /// for the compute share ([`crate::share`]). `None` (the default): this
     /// backend runs launches synchronously, so the wall time of
     /// [`Backend::launch`] is the kernel's time. A backend with asynchronous
-    /// launches (`cuda`) measures them itself (events around launches or
-    /// completion callbacks) and reports them here.
+    /// launches measures them itself and reports them here as they complete
+    /// (`cuda`: event pairs around each launch, `cuda::timing`); it must
+    /// never block.
     fn take_kernel_ns(&mut self) -> Option<u64> {
         None
     }
@@ -326,6 +433,20 @@ pub trait Backend: Send {
     fn request_devices(&mut self, request: DeviceRequest) -> Result<DeviceGrant, CudaError> {
         let _ = request;
         Err(CudaError::NOT_SUPPORTED)
+    }
+
+    /// Page-locks the client's shared arena (host memory mapped in this
+    /// process, see [`crate::session::HostSpan`]) so copies naming it reach
+    /// those pages by DMA, with no staging. Called once per session, before
+    /// the first copy that names the arena; undone by
+    /// [`Backend::release_all`]. The default (the emulated device) has
+    /// nothing to do: it copies.
+    ///
+    /// # Errors
+    /// The driver's refusal; copies then still work, staged by the driver.
+    fn register_host_arena(&mut self, span: crate::session::HostSpan) -> Result<(), CudaError> {
+        let _ = span;
+        Ok(())
     }
 
     /// Frees everything this context still holds (memory, streams, events,

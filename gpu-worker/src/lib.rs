@@ -21,6 +21,7 @@ pub mod backend;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod emulated;
+pub mod pitch;
 pub mod session;
 pub mod share;
 
@@ -29,6 +30,6 @@ pub use backend::{
 };
 pub use emulated::{EmulatedBackend, EmulatedConfig};
 pub use session::{
-    run_session, ArenaAccess, Executor, NoArena, SessionConfig, SessionError, SessionStats,
-    SessionSummary, SessionTransport,
+    run_session, ArenaAccess, Executor, HostSpan, NoArena, SessionConfig, SessionError,
+    SessionStats, SessionSummary, SessionTransport,
 };

@@ -50,6 +50,11 @@ fn streams_and_events() {
 }
 
 #[test]
+fn client_handle_errors() {
+    each_seed("client_handle_errors", 13, scenarios::client_handle_errors);
+}
+
+#[test]
 fn quota_refusal() {
     each_seed("quota_refusal", 5, scenarios::quota_refusal);
 }

@@ -19,6 +19,7 @@ fn suite(kind: Kind) {
     scenarios::alloc_free_and_info(&mut c);
     scenarios::memset_and_d2d(&mut c);
     scenarios::streams_and_events(&mut c);
+    scenarios::client_handle_errors(&mut c);
     scenarios::quota_refusal(&mut c);
     scenarios::wild_pointers(&mut c);
     scenarios::async_failure_is_deferred(&mut c);
@@ -218,6 +219,8 @@ fn vanished_peer_releases_memory() {
             scenarios::alloc(&mut c, 1 << 20).unwrap();
         }
         scenarios::stream_create(&mut c);
+        // The create is async: a sync call makes sure the worker has run it.
+        scenarios::ctx_sync(&mut c).unwrap();
         // Async work still queued in the client when it disappears.
         c.submit_async(
             &Call::AsyncNop(AsyncNop {

@@ -1,7 +1,10 @@
 /* The no-GPU demo's CUDA program: an ordinary CUDA runtime program (built against NVIDIA's static
  * runtime, nothing rgpu-specific in it) that times the calls a training loop makes most, so a
  * person can see what each costs through the shim and the chosen transport.
- * argv[1]: iterations per call (default 2000). Prints what it did and p50/p99 per call. */
+ * argv[1]: iterations per call (default 2000). Prints what it did and p50/p99 per call.
+ * It also asks NVML (libnvidia-ml.so.1, dlopened as monitoring tools do; rgpu's copy when run
+ * by `rgpu run`) what it sees, if an NVML library can be loaded. */
+#include <dlfcn.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +35,47 @@ static void report(const char *name, uint64_t *ns, int n) {
     printf("  %-38s p50 %9.2f us   p99 %9.2f us\n", name, ns[n / 2] / 1e3, ns[(n * 99) / 100] / 1e3);
 }
 
+/* NVML's types, as in nvml.h. */
+typedef struct { unsigned long long total, free, used; } nvml_memory;
+typedef int (*nvml_fn)();
+static void *nvml;
+
+static nvml_fn nvml_sym(const char *name) { return nvml ? (nvml_fn)dlsym(nvml, name) : NULL; }
+
+/* Prints what NVML reports for device 0; returns its handle (NULL: no NVML). */
+static void *nvml_facts(void) {
+    nvml = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
+    nvml_fn init = nvml_sym("nvmlInit_v2"), count = nvml_sym("nvmlDeviceGetCount_v2"),
+            handle = nvml_sym("nvmlDeviceGetHandleByIndex_v2"), name = nvml_sym("nvmlDeviceGetName"),
+            uuid = nvml_sym("nvmlDeviceGetUUID"), mem = nvml_sym("nvmlDeviceGetMemoryInfo"),
+            util = nvml_sym("nvmlDeviceGetUtilizationRates");
+    if (!init || !count || !handle || !name || !uuid || !mem || !util) {
+        printf("nvml: no NVML library loaded (%s)\n", nvml ? "missing entry points" : "libnvidia-ml.so.1 not found");
+        return NULL;
+    }
+    int r = init();
+    if (r != 0) {
+        printf("nvml: nvmlInit_v2 failed: %d\n", r);
+        return NULL;
+    }
+    unsigned n = 0;
+    void *dev = NULL;
+    char dev_name[96] = "", dev_uuid[96] = "";
+    nvml_memory m = {0, 0, 0};
+    unsigned rates[2] = {0, 0};
+    count(&n);
+    handle(0u, &dev);
+    name(dev, dev_name, 96u);
+    uuid(dev, dev_uuid, 96u);
+    mem(dev, &m);
+    int ur = util(dev, rates);
+    printf("nvml: %u device(s); device 0: %s, %s, memory total %.1f MiB (the quota), used %.1f MiB; "
+           "utilization %s\n",
+           n, dev_name, dev_uuid, m.total / 1048576.0, m.used / 1048576.0,
+           ur == 3 ? "not supported (rgpu does not report it yet)" : "reported");
+    return dev;
+}
+
 int main(int argc, char **argv) {
     int iters = argc > 1 ? atoi(argv[1]) : 2000;
     if (iters < 10) iters = 10;
@@ -44,6 +88,7 @@ int main(int argc, char **argv) {
     if (e != cudaSuccess) return fail("cudaGetDeviceProperties", e);
     printf("device 0: %s, %.1f MiB visible (the quota this client was granted), %d device(s)\n",
            prop.name, prop.totalGlobalMem / 1048576.0, count);
+    void *nvml_dev = nvml_facts();
 
     void *dev = NULL;
     e = cudaMalloc(&dev, BULK_BYTES);
@@ -78,6 +123,21 @@ int main(int argc, char **argv) {
         if (e != cudaSuccess) return fail("cudaMalloc+cudaFree", e);
     }
     report("cudaMalloc + cudaFree 4 KiB", ns, iters);
+
+    nvml_fn mem = nvml_sym("nvmlDeviceGetMemoryInfo");
+    if (nvml_dev && mem) {
+        for (int i = 0; i < iters; i++) {
+            nvml_memory m;
+            uint64_t t = now_ns();
+            int r = mem(nvml_dev, &m);
+            ns[i] = now_ns() - t;
+            if (r != 0) {
+                printf("FAIL nvmlDeviceGetMemoryInfo: %d\n", r);
+                return 1;
+            }
+        }
+        report("nvmlDeviceGetMemoryInfo (round trip)", ns, iters);
+    }
 
     for (int i = 0; i < iters; i++) {
         uint64_t t = now_ns();

@@ -30,9 +30,12 @@ pub const CUDA_ERROR_NOT_SUPPORTED: CUresult = 801;
 /// `CUDA_ERROR_UNKNOWN`: what the shim returns if its own code panics.
 pub const CUDA_ERROR_UNKNOWN: CUresult = 999;
 
-/// The driver version the shim reports (`cuDriverGetVersion`): CUDA 12.9, the newest runtime
-/// the proc-address table was generated from.
-pub const DRIVER_VERSION: i32 = 12090;
+/// The driver version the shim reports (`cuDriverGetVersion`): CUDA 13.5, the newest runtime
+/// whose headers the proc-address table was generated from (`shim/tools/regen-proc-table`).
+/// A 13.x runtime refuses a 12.x driver (`cudaErrorInsufficientDriver`); a 12.x runtime
+/// accepts any newer driver. Reporting the newest table version means no runtime we serve
+/// asks for an entry point newer than the driver claims to be.
+pub const DRIVER_VERSION: i32 = 13050;
 
 /// `CUdevice`: a device ordinal.
 pub type CUdevice = std::ffi::c_int;
@@ -64,3 +67,28 @@ pub enum SymbolStatus {
     /// `CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT`.
     VersionNotSufficient = 2,
 }
+
+/// `CUDA_ERROR_NOT_READY`: queried work has not completed yet.
+pub const CUDA_ERROR_NOT_READY: CUresult = 600;
+/// `CUstream`: an opaque stream handle (the shim's values are client-chosen numbers).
+pub type CUstream = *mut std::ffi::c_void;
+/// `CUevent`: an opaque event handle (client-chosen numbers, as for streams).
+pub type CUevent = *mut std::ffi::c_void;
+/// `CU_STREAM_LEGACY`: the legacy default stream, usable from any thread.
+pub const CU_STREAM_LEGACY: usize = 0x1;
+/// `CU_STREAM_PER_THREAD`: the calling thread's per-thread default stream.
+pub const CU_STREAM_PER_THREAD: usize = 0x2;
+
+/// `CUDA_ERROR_INVALID_IMAGE`: a module image that cannot be parsed.
+pub const CUDA_ERROR_INVALID_IMAGE: CUresult = 200;
+/// `CUmodule` (also `CUlibrary`: the shim serves a library as its one module).
+pub type CUmodule = *mut std::ffi::c_void;
+/// `CUfunction` (also `CUkernel`: the shim's kernel handles are function handles, and CUDA 12
+/// accepts a `CUkernel` wherever a `CUfunction` is launched).
+pub type CUfunction = *mut std::ffi::c_void;
+/// `CU_LAUNCH_PARAM_END`: ends a launch's `extra` array.
+pub const CU_LAUNCH_PARAM_END: usize = 0x00;
+/// `CU_LAUNCH_PARAM_BUFFER_POINTER`: next `extra` word points at the packed parameters.
+pub const CU_LAUNCH_PARAM_BUFFER_POINTER: usize = 0x01;
+/// `CU_LAUNCH_PARAM_BUFFER_SIZE`: next `extra` word points at a `size_t` buffer size.
+pub const CU_LAUNCH_PARAM_BUFFER_SIZE: usize = 0x02;

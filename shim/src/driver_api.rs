@@ -114,7 +114,14 @@ fn get_proc_address(
     let (ptr, result, symbol_status) = match outcome {
         Lookup::Found(index) => {
             let entry = &ENTRIES[index];
-            let f = implemented(entry.name, entry.version).unwrap_or(entry.stub as *const c_void);
+            let per_thread = entry
+                .stream
+                .is_per_thread()
+                .then(|| crate::entry::implemented_per_thread(entry.name, entry.version))
+                .flatten();
+            let f = per_thread
+                .or_else(|| implemented(entry.name, entry.version))
+                .unwrap_or(entry.stub as *const c_void);
             (f, CUDA_SUCCESS, SymbolStatus::Success)
         }
         Lookup::SymbolNotFound => {
@@ -299,7 +306,7 @@ mod tests {
 
     #[test]
     fn unimplemented_symbols_get_a_refusing_stub() {
-        let (r, pfn, _) = ask("cuLaunchKernel", 12000, 0);
+        let (r, pfn, _) = ask("cuLaunchGrid", 12000, 0);
         assert_eq!(r, CUDA_SUCCESS);
         // SAFETY: every stub has this signature (see `stubs`).
         let f: extern "C" fn() -> CUresult = unsafe { std::mem::transmute(pfn) };

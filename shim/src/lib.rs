@@ -14,6 +14,7 @@ pub mod entry;
 pub mod export_tables;
 pub mod ffi_guard;
 mod host_mem;
+pub mod kernel;
 pub mod logging;
 pub mod proc_table;
 pub mod remote;

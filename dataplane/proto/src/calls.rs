@@ -20,6 +20,57 @@ pub const MAX_PARAM_BYTES: u32 = 4096;
 /// Bound on the number of parameters in an argument layout.
 pub const MAX_PARAMS: u16 = 256;
 
+/// Bound on the attributes of one [`LaunchEx`] call.
+pub const MAX_LAUNCH_ATTRS: u32 = 16;
+/// Bytes of one encoded [`LaunchAttr`] record in [`LaunchEx::attrs`].
+pub const LAUNCH_ATTR_BYTES: u32 = 16;
+/// Bound on [`LaunchEx::attrs`], in bytes.
+pub const MAX_LAUNCH_ATTR_BYTES: u32 = MAX_LAUNCH_ATTRS * LAUNCH_ATTR_BYTES;
+
+/// One launch attribute of [`LaunchEx`]: a `CUlaunchAttributeID` and the
+/// first 12 bytes of its `CUlaunchAttributeValue` as three little-endian
+/// `u32`s (cooperative flag, priority, cluster x/y/z, …). Attributes whose
+/// value does not fit (access-policy windows, events) are refused by the
+/// shim before they reach the wire. Encoded as 16-byte records: `id`, then
+/// `value[0..3]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LaunchAttr {
+    /// `CUlaunchAttributeID`.
+    pub id: u32,
+    /// The value's first three 32-bit words.
+    pub value: [u32; 3],
+}
+
+impl LaunchAttr {
+    /// Appends `attrs` as records (the caller bounds them by [`MAX_LAUNCH_ATTRS`]).
+    pub fn encode_all(attrs: &[LaunchAttr], out: &mut Vec<u8>) {
+        debug_assert!(attrs.len() <= MAX_LAUNCH_ATTRS as usize);
+        for a in attrs {
+            out.extend_from_slice(&a.id.to_le_bytes());
+            for v in a.value {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+
+    /// Decodes records; `None` if `bytes` is not a whole number of records
+    /// or holds more than [`MAX_LAUNCH_ATTRS`].
+    #[must_use]
+    pub fn decode_all(bytes: &[u8]) -> Option<impl Iterator<Item = LaunchAttr> + '_> {
+        let n = LAUNCH_ATTR_BYTES as usize;
+        if !bytes.len().is_multiple_of(n) || bytes.len() > MAX_LAUNCH_ATTR_BYTES as usize {
+            return None;
+        }
+        Some(bytes.chunks_exact(n).map(|c| {
+            let w = |i: usize| u32::from_le_bytes([c[i], c[i + 1], c[i + 2], c[i + 3]]);
+            LaunchAttr {
+                id: w(0),
+                value: [w(4), w(8), w(12)],
+            }
+        }))
+    }
+}
+
 /// Where a device-to-host copy's bytes should come back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dest {
@@ -164,6 +215,33 @@ call_table! {
         -> MemsetReply {};
     /// `cuMemsetD8/D16/D32Async`.
     0x0129 MemsetAsync: Async { dst: DevicePtr, width: MemsetWidth, value: u32, count: u64 };
+    /// `cuMemAllocPitch`: `height` rows of `width_bytes`, each row
+    /// starting at a multiple of the returned pitch; the quota is charged
+    /// pitch × height.
+    0x012a MemAllocPitch: Sync {
+        /// Row width in bytes.
+        width_bytes: u64,
+        /// Rows.
+        height: u64,
+        /// Element size in bytes (4, 8 or 16).
+        element_size: u32,
+    } -> MemAllocPitchReply { ptr: DevicePtr, pitch: u64 };
+    /// `cuMemAllocAsync`, stream-ordered on the stream in the header key;
+    /// the quota is charged when the call is answered.
+    0x012b MemAllocAsync: Sync { bytes: u64 } -> MemAllocAsyncReply { ptr: DevicePtr };
+    /// `cuMemFreeAsync`, stream-ordered on the stream in the header key.
+    0x012c MemFreeAsync: Async { ptr: DevicePtr };
+    /// `cuDeviceGetDefaultMemPool`: the worker's handle for the device's
+    /// default memory pool (the only pool served).
+    0x012d DeviceGetDefaultMemPool: Sync { device: u32 } -> DefaultMemPool { pool: u64 };
+    /// `cuMemAllocFromPoolAsync` on the stream in the header key.
+    0x012e MemAllocFromPoolAsync: Sync { pool: u64, bytes: u64 }
+        -> MemAllocFromPoolAsyncReply { ptr: DevicePtr };
+    /// `cuModuleGetGlobal`: a module global's address and size (a global
+    /// is device memory the module owns; it is charged to the quota while
+    /// the module is loaded).
+    0x012f ModuleGetGlobal<'a>: Sync { module: ModuleHandle, name: Blob<'a, MAX_NAME_BYTES> }
+        -> ModuleGlobal { ptr: DevicePtr, bytes: u64 };
 
     /// `cuModuleLoadData` with the image inline, keyed by its content hash
     /// so the worker can cache it.
@@ -193,11 +271,35 @@ call_table! {
         shared_mem_bytes: u32,
         params: Blob<'a, MAX_PARAM_BYTES>,
     };
+    /// `cuLaunchKernelEx` / `cuLaunchCooperativeKernel`: [`Launch`] plus
+    /// launch attributes ([`LaunchAttr`] records).
+    0x0135 LaunchEx<'a>: Async {
+        function: FunctionHandle,
+        grid: [u32; 3],
+        block: [u32; 3],
+        shared_mem_bytes: u32,
+        params: Blob<'a, MAX_PARAM_BYTES>,
+        /// [`LaunchAttr`] records, [`LAUNCH_ATTR_BYTES`] each.
+        attrs: Blob<'a, MAX_LAUNCH_ATTR_BYTES>,
+    };
+    /// `cuFuncGetAttribute` of a looked-up function (`CUfunction_attribute`).
+    0x0136 FuncGetAttribute: Sync { function: FunctionHandle, attribute: i32 }
+        -> FuncAttribute { value: i32 };
 
-    /// `cuStreamCreateWithPriority`; the new handle is in the reply.
-    0x0140 StreamCreate: Sync { flags: u32, priority: i32 } -> StreamCreated { stream: StreamHandle };
-    /// `cuStreamDestroy` of the stream in the header key.
-    0x0141 StreamDestroy: Sync {} -> StreamDestroyReply {};
+    /// `cuStreamCreateWithPriority` with a client-chosen handle: no round
+    /// trip. The worker maps `stream` to its own; a built-in or live handle
+    /// is `CUDA_ERROR_INVALID_HANDLE`, deferred like any async failure.
+    0x0140 StreamCreate: Async {
+        /// The handle the client will use as this stream's ordering key
+        /// (not 0, 1 or 2: those are built-in streams).
+        stream: StreamHandle,
+        flags: u32,
+        priority: i32,
+    };
+    /// `cuStreamDestroy` of the stream in the header key, after the work
+    /// queued on it; an unknown handle is a deferred
+    /// `CUDA_ERROR_INVALID_HANDLE`.
+    0x0141 StreamDestroy: Async {};
     /// `cuStreamQuery`; "still running" is `CUDA_ERROR_NOT_READY`.
     0x0142 StreamQuery: Sync {} -> StreamQueryReply {};
     /// `cuStreamSynchronize`.
@@ -205,16 +307,18 @@ call_table! {
     /// `cuStreamWaitEvent`.
     0x0144 StreamWaitEvent: Async { event: EventHandle, flags: u32 };
 
-    /// `cuEventCreate`.
-    0x0150 EventCreate: Sync { flags: u32 } -> EventCreated { event: EventHandle };
+    /// `cuEventCreate` with a client-chosen handle: no round trip. A zero
+    /// or live handle is a deferred `CUDA_ERROR_INVALID_HANDLE`.
+    0x0150 EventCreate: Async { event: EventHandle, flags: u32 };
     /// `cuEventRecord` on the stream in the header key.
     0x0151 EventRecord: Async { event: EventHandle };
     /// `cuEventQuery`; "not yet" is `CUDA_ERROR_NOT_READY`.
     0x0152 EventQuery: Sync { event: EventHandle } -> EventQueryReply {};
     /// `cuEventSynchronize`.
     0x0153 EventSynchronize: Sync { event: EventHandle } -> EventSynchronizeReply {};
-    /// `cuEventDestroy`.
-    0x0154 EventDestroy: Sync { event: EventHandle } -> EventDestroyReply {};
+    /// `cuEventDestroy`; an unknown handle is a deferred
+    /// `CUDA_ERROR_INVALID_HANDLE`.
+    0x0154 EventDestroy: Async { event: EventHandle };
     /// `cuEventElapsedTime`, in nanoseconds (the shim converts to ms).
     0x0155 EventElapsed: Sync { start: EventHandle, end: EventHandle }
         -> EventElapsedReply { elapsed_ns: u64 };

@@ -11,13 +11,15 @@ mod handshake;
 mod stage;
 mod sys;
 mod transport;
+mod url;
 mod verbs;
 
 pub use config::{
     ControlToken, Fault, RdmaConfig, BATCH_BYTES_MAX, INLINE_BYTES_MAX, RING_BYTES_MAX,
     SLOT_BYTES_MAX, SLOT_COUNT_MAX, SQ_DEPTH_MAX, STAGE_BYTES_MAX,
 };
-pub use transport::{RdmaListener, RdmaTransport};
+pub use transport::{Authenticated, RdmaListener, RdmaTransport};
+pub use url::{RdmaUrl, RdmaUrlError, URL_BYTES_MAX};
 pub use verbs::DeviceCaps;
 
 /// Checks that libibverbs can be loaded here (no device needed).

@@ -148,6 +148,32 @@ impl RdmaListener {
     }
 }
 
+/// An accepted control connection whose peer proved the token
+/// ([`RdmaTransport::authenticate_stream`]); no RDMA resource exists for it yet.
+#[derive(Debug)]
+pub struct Authenticated {
+    ctrl: TcpStream,
+    cfg: RdmaConfig,
+}
+
+impl Authenticated {
+    /// Opens the device and sets up the queue pair with the authenticated peer.
+    pub fn set_up(self) -> Result<RdmaTransport> {
+        RdmaTransport::setup_authenticated(self.ctrl, self.cfg)
+    }
+}
+
+/// Bounds the control connection's blocking reads and writes by `connect_timeout_ms`.
+fn prepare_ctrl(ctrl: &TcpStream, cfg: &RdmaConfig) -> Result<()> {
+    let io = |op| move |e| TransportError::io(op, e);
+    let timeout = Some(Duration::from_millis(cfg.connect_timeout_ms));
+    ctrl.set_read_timeout(timeout)
+        .map_err(io("set_read_timeout"))?;
+    ctrl.set_write_timeout(timeout)
+        .map_err(io("set_write_timeout"))?;
+    ctrl.set_nodelay(true).map_err(io("set_nodelay"))
+}
+
 /// Which end of the control connection this is: the connecting side proves the token, the
 /// accepting side checks it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,6 +254,28 @@ impl RdmaTransport {
         ))
     }
 
+    /// Completes the accepting side on a control connection someone else accepted (a daemon
+    /// that hands the socket to a per-client worker process, which must own the QP: a queue
+    /// pair cannot move between processes). The token is checked first, exactly as in
+    /// [`RdmaListener::accept`]: an unauthenticated peer makes this process open no device,
+    /// register no memory and load no verbs library.
+    pub fn accept_stream(stream: TcpStream, cfg: RdmaConfig) -> Result<Self> {
+        Self::authenticate_stream(stream, cfg)?.set_up()
+    }
+
+    /// The first half of [`Self::accept_stream`]: checks the peer's token on an accepted
+    /// control connection and nothing else (no verbs library loaded, no device opened). Lets
+    /// a caller tell a failed authentication (any error here) from a failed RDMA set-up.
+    pub fn authenticate_stream(mut stream: TcpStream, cfg: RdmaConfig) -> Result<Authenticated> {
+        cfg.validate()?;
+        stream
+            .set_nonblocking(false)
+            .map_err(|e| TransportError::io("set_nonblocking", e))?;
+        prepare_ctrl(&stream, &cfg)?;
+        authenticate(&mut stream, &cfg.token, Role::Accept)?;
+        Ok(Authenticated { ctrl: stream, cfg })
+    }
+
     /// Capabilities of the local device, port and QP.
     pub fn caps(&self) -> DeviceCaps {
         self.caps
@@ -239,15 +287,14 @@ impl RdmaTransport {
     }
 
     fn setup(mut ctrl: TcpStream, cfg: RdmaConfig, role: Role) -> Result<Self> {
-        let io = |op| move |e| TransportError::io(op, e);
-        let timeout = Some(Duration::from_millis(cfg.connect_timeout_ms));
-        ctrl.set_read_timeout(timeout)
-            .map_err(io("set_read_timeout"))?;
-        ctrl.set_write_timeout(timeout)
-            .map_err(io("set_write_timeout"))?;
-        ctrl.set_nodelay(true).map_err(io("set_nodelay"))?;
+        prepare_ctrl(&ctrl, &cfg)?;
         authenticate(&mut ctrl, &cfg.token, role)?;
+        Self::setup_authenticated(ctrl, cfg)
+    }
 
+    /// Everything after the token check: device, PD, CQ, QP, memory regions, hello, ready.
+    fn setup_authenticated(mut ctrl: TcpStream, cfg: RdmaConfig) -> Result<Self> {
+        let io = |op| move |e| TransportError::io(op, e);
         let mut ep = Endpoint::open(&OpenParams {
             dev_name: cfg.device.as_deref(),
             port: cfg.port,

@@ -345,3 +345,128 @@ pub unsafe fn launch_kernel(
         )
     })
 }
+
+/// `cuFuncGetAttribute` for the `CUfunction_attribute` ids of CUDA 12.9
+/// (0..=15); `INVALID_VALUE` for any other id (never cast to the enum).
+pub fn func_attribute(f: CUfunction, attribute: i32) -> Result<i32, CudaError> {
+    use sys::CUfunction_attribute as A;
+    let a = match attribute {
+        0 => A::CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK,
+        1 => A::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES,
+        2 => A::CU_FUNC_ATTRIBUTE_CONST_SIZE_BYTES,
+        3 => A::CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES,
+        4 => A::CU_FUNC_ATTRIBUTE_NUM_REGS,
+        5 => A::CU_FUNC_ATTRIBUTE_PTX_VERSION,
+        6 => A::CU_FUNC_ATTRIBUTE_BINARY_VERSION,
+        7 => A::CU_FUNC_ATTRIBUTE_CACHE_MODE_CA,
+        8 => A::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+        9 => A::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
+        10 => A::CU_FUNC_ATTRIBUTE_CLUSTER_SIZE_MUST_BE_SET,
+        11 => A::CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_WIDTH,
+        12 => A::CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_HEIGHT,
+        13 => A::CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_DEPTH,
+        14 => A::CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED,
+        15 => A::CU_FUNC_ATTRIBUTE_CLUSTER_SCHEDULING_POLICY_PREFERENCE,
+        _ => return Err(CudaError::INVALID_VALUE),
+    };
+    let mut v: c_int = 0;
+    // SAFETY: `f` is live; `v` is a valid out pointer; `a` is a valid enum value.
+    check(unsafe { sys::cuFuncGetAttribute(&mut v, a, f) })?;
+    Ok(v)
+}
+
+/// One launch attribute as `cuLaunchKernelEx` takes it: the id (only the
+/// ids listed in [`launch_attribute`]) and the value's first 12 bytes.
+pub type RawLaunchAttr = (u32, [u32; 3]);
+
+/// Builds a `CUlaunchAttribute` for a known id; `None` for ids whose value
+/// does not fit 12 bytes or that name host objects (events, nodes), which
+/// the protocol does not carry.
+fn launch_attribute((id, value): RawLaunchAttr) -> Option<sys::CUlaunchAttribute> {
+    use sys::CUlaunchAttributeID as A;
+    let id = match id {
+        0 => A::CU_LAUNCH_ATTRIBUTE_IGNORE,
+        2 => A::CU_LAUNCH_ATTRIBUTE_COOPERATIVE,
+        3 => A::CU_LAUNCH_ATTRIBUTE_SYNCHRONIZATION_POLICY,
+        4 => A::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION,
+        5 => A::CU_LAUNCH_ATTRIBUTE_CLUSTER_SCHEDULING_POLICY_PREFERENCE,
+        6 => A::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
+        8 => A::CU_LAUNCH_ATTRIBUTE_PRIORITY,
+        9 => A::CU_LAUNCH_ATTRIBUTE_MEM_SYNC_DOMAIN_MAP,
+        10 => A::CU_LAUNCH_ATTRIBUTE_MEM_SYNC_DOMAIN,
+        11 => A::CU_LAUNCH_ATTRIBUTE_PREFERRED_CLUSTER_DIMENSION,
+        14 => A::CU_LAUNCH_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
+        _ => return None,
+    };
+    let mut pad = [0 as std::ffi::c_char; 64];
+    for (i, word) in value.iter().enumerate() {
+        for (j, b) in word.to_le_bytes().into_iter().enumerate() {
+            pad[i * 4 + j] = b as std::ffi::c_char;
+        }
+    }
+    Some(sys::CUlaunchAttribute {
+        id,
+        pad: [0; 4],
+        value: sys::CUlaunchAttributeValue { pad },
+    })
+}
+
+/// `cuLaunchKernelEx` with `kernelParams` and attributes.
+///
+/// # Safety
+/// As [`launch_kernel`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn launch_kernel_ex(
+    f: CUfunction,
+    grid: [u32; 3],
+    block: [u32; 3],
+    shared_mem_bytes: u32,
+    stream: CUstream,
+    params: &mut [*mut c_void],
+    attrs: &[RawLaunchAttr],
+) -> Result<(), CudaError> {
+    let mut raw = Vec::with_capacity(attrs.len());
+    for &a in attrs {
+        raw.push(launch_attribute(a).ok_or(CudaError::NOT_SUPPORTED)?);
+    }
+    let config = sys::CUlaunchConfig {
+        gridDimX: grid[0],
+        gridDimY: grid[1],
+        gridDimZ: grid[2],
+        blockDimX: block[0],
+        blockDimY: block[1],
+        blockDimZ: block[2],
+        sharedMemBytes: shared_mem_bytes,
+        hStream: stream,
+        attrs: raw.as_mut_ptr(),
+        numAttrs: u32::try_from(raw.len()).map_err(|_| CudaError::INVALID_VALUE)?,
+    };
+    // SAFETY: the caller's contract covers `params`; `config` and its
+    // `attrs` array live for the call; `f` and `stream` are live; `extra`
+    // is null as documented when kernelParams is used.
+    check(unsafe { sys::cuLaunchKernelEx(&config, f, params.as_mut_ptr(), std::ptr::null_mut()) })
+}
+
+/// `cuMemAllocAsync` (CUDA ≥ 11.2; the caller checks the driver has it):
+/// from the device's current (default) pool, ordered on `stream`.
+pub fn mem_alloc_async(bytes: usize, stream: CUstream) -> Result<CUdeviceptr, CudaError> {
+    let mut ptr: CUdeviceptr = 0;
+    // SAFETY: `ptr` is a valid out pointer; `stream` is live or built-in.
+    check(unsafe { sys::cuMemAllocAsync(&mut ptr, bytes, stream) })?;
+    Ok(ptr)
+}
+
+/// `cuMemFreeAsync`, ordered on `stream`.
+pub fn mem_free_async(ptr: CUdeviceptr, stream: CUstream) -> Result<(), CudaError> {
+    // SAFETY: the caller passes the base of a live allocation of its table
+    // (removed from it); `stream` is live or built-in.
+    check(unsafe { sys::cuMemFreeAsync(ptr, stream) })
+}
+
+/// `cuModuleGetGlobal`: (address, size in bytes) of global `name`.
+pub fn module_get_global(m: CUmodule, name: &CStr) -> Result<(CUdeviceptr, usize), CudaError> {
+    let (mut ptr, mut bytes): (CUdeviceptr, usize) = (0, 0);
+    // SAFETY: `name` is NUL-terminated; `m` is live; both are out pointers.
+    check(unsafe { sys::cuModuleGetGlobal_v2(&mut ptr, &mut bytes, m, name.as_ptr()) })?;
+    Ok((ptr, bytes))
+}

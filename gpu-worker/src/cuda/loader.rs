@@ -40,6 +40,8 @@ pub type DeviceGetAttributeFn =
 pub struct Driver {
     /// `cuFuncGetParamInfo` exists (CUDA ≥ 12.4).
     pub has_param_info: bool,
+    /// `cuMemAllocAsync` / `cuMemFreeAsync` exist (CUDA ≥ 11.2).
+    pub has_mem_pools: bool,
     /// `cuDeviceGetAttribute`.
     pub device_get_attribute: DeviceGetAttributeFn,
 }
@@ -96,6 +98,7 @@ fn probe(slot: &OnceLock<libloading::Library>) -> Result<Driver, CudaBackendErro
         })?;
     Ok(Driver {
         has_param_info: has_symbol(lib, "cuFuncGetParamInfo"),
+        has_mem_pools: has_symbol(lib, "cuMemAllocAsync") && has_symbol(lib, "cuMemFreeAsync"),
         device_get_attribute: *attr,
     })
 }

@@ -10,16 +10,25 @@
 //! events, modules and functions only through numbers this session issued.
 //!
 //! Argument layouts come from `cuFuncGetParamInfo` (CUDA ≥ 12.4). On an
-//! older driver `function_lookup` refuses with `CUDA_ERROR_NOT_SUPPORTED`
-//! (logged once): parsing `.nv.info` is not done.
+//! older driver they are read from a cubin's `.nv.info` records
+//! ([`nvinfo`]); PTX and fatbin lookups are then refused with
+//! `CUDA_ERROR_NOT_SUPPORTED`. Launches are timed with event pairs
+//! ([`timing`]) for the compute share, and module globals are charged to
+//! the quota ([`accounting`]: cubin section sizes, PTX globals found by
+//! [`ptxscan`] and sized by `cuModuleGetGlobal`).
 
+pub mod accounting;
 pub mod cache;
 mod driver;
 pub mod error;
+pub mod hostreg;
 mod image;
 pub mod loader;
+pub mod nvinfo;
 pub mod ptx;
+pub mod ptxscan;
 pub mod tables;
+pub mod timing;
 
 use std::ffi::{c_void, CString};
 
@@ -108,6 +117,12 @@ pub struct CudaBackend {
     modules: Table<usize>,
     functions: Table<Function>,
     cache: Option<ModuleCache>,
+    /// Launch timing, module globals, `.nv.info` images.
+    acct: accounting::Accounting,
+    /// The driver has the stream-ordered allocator.
+    has_mem_pools: bool,
+    /// The client's shared arena, page-locked for DMA ([`hostreg`]).
+    host_arena: Option<hostreg::Registration>,
 }
 
 impl CudaBackend {
@@ -145,7 +160,7 @@ impl CudaBackend {
         }
         if !drv.has_param_info {
             tracing::warn!(
-                "driver lacks cuFuncGetParamInfo (CUDA < 12.4): kernel lookups will be refused"
+                "driver lacks cuFuncGetParamInfo (CUDA < 12.4): argument layouts come from cubin .nv.info; PTX and fatbin lookups are refused"
             );
         }
         tracing::info!(device_ordinal, %name, quota_bytes, "cuda backend open");
@@ -163,6 +178,9 @@ impl CudaBackend {
             modules: Table::default(),
             functions: Table::default(),
             cache: None,
+            acct: accounting::Accounting::new(!drv.has_param_info),
+            has_mem_pools: drv.has_mem_pools,
+            host_arena: None,
         })
     }
 
@@ -225,15 +243,101 @@ impl CudaBackend {
             return Err(CudaError::OUT_OF_MEMORY);
         }
         let prepared = image::prepare(image)?;
+        // A cubin's globals count against the quota, checked before the
+        // driver allocates them (PTX globals are sized after the JIT below).
+        let globals = accounting::Accounting::globals_of(&prepared);
+        if globals > self.quota_bytes.saturating_sub(self.used_bytes()) {
+            return Err(CudaError::OUT_OF_MEMORY);
+        }
         self.bind()?;
         let m = driver::module_load_data(&prepared)?;
+        // PTX: the JIT placed the globals; ask the driver their sizes.
+        let text = std::str::from_utf8(image)
+            .ok()
+            .filter(|_| !nvinfo::is_cubin(image));
+        // Fatbins are not parsed: their globals are charged as handed out.
+        let sized = text.is_some() || nvinfo::is_cubin(image);
+        let globals = match text {
+            Some(ptx) => {
+                let jit = ptx_globals_bytes(m, ptx);
+                if jit > self.quota_bytes.saturating_sub(self.used_bytes()) {
+                    let _ = driver::module_unload(m);
+                    return Err(CudaError::OUT_OF_MEMORY);
+                }
+                globals + jit
+            }
+            None => globals,
+        };
         match self.modules.insert(m as usize) {
-            Ok(h) => Ok(ModuleHandle(h)),
+            Ok(h) => {
+                self.acct.loaded(h, &prepared, globals, sized);
+                Ok(ModuleHandle(h))
+            }
             Err(e) => {
                 let _ = driver::module_unload(m);
                 Err(e)
             }
         }
+    }
+
+    /// Frees an allocation already removed from the table: a pool one
+    /// stream-ordered on the legacy stream (which waits for all blocking
+    /// streams), any other with `cuMemFree`.
+    fn free_raw(&mut self, base: u64) -> Result<(), CudaError> {
+        if self.acct.take_pool(base) {
+            driver::mem_free_async(base, std::ptr::null_mut())
+        } else {
+            driver::mem_free(base)
+        }
+    }
+
+    /// Device bytes charged to the quota: allocations and module globals.
+    fn used_bytes(&self) -> u64 {
+        self.allocations.bytes() + self.acct.globals_bytes()
+    }
+
+    /// A launch bracketed by the timer's event pair on its stream, so its
+    /// kernel time reaches `take_kernel_ns` once it completes.
+    fn launch_with(
+        &mut self,
+        function: FunctionHandle,
+        dims: LaunchDims,
+        params: &[u8],
+        attrs: &[driver::RawLaunchAttr],
+        stream: StreamHandle,
+    ) -> Result<(), CudaError> {
+        let s = self.stream(stream)? as usize;
+        self.bind()?;
+        let pair = self.acct.timer.begin(s);
+        let r = self.launch_untimed(function, dims, params, attrs, stream);
+        if let Some(p) = pair {
+            self.acct.timer.end(p, s, r.is_ok());
+        }
+        r
+    }
+
+    /// `cuMemAllocAsync` after the quota check (the default pool only).
+    fn alloc_async(&mut self, bytes: u64, stream: StreamHandle) -> Result<DevicePtr, CudaError> {
+        /// `CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED`.
+        const MEMORY_POOLS_SUPPORTED: u32 = 115;
+        let s = self.stream(stream)?;
+        if !self.has_mem_pools || self.device_attribute(0, MEMORY_POOLS_SUPPORTED)? == 0 {
+            return Err(CudaError::NOT_SUPPORTED);
+        }
+        if bytes == 0 {
+            return Err(CudaError::INVALID_VALUE);
+        }
+        if !self.allocations.has_room()
+            || bytes > self.quota_bytes.saturating_sub(self.used_bytes())
+        {
+            return Err(CudaError::OUT_OF_MEMORY);
+        }
+        let len = usize::try_from(bytes).map_err(|_| CudaError::OUT_OF_MEMORY)?;
+        self.bind()?;
+        let ptr = driver::mem_alloc_async(len, s)?;
+        self.allocations.insert(ptr, bytes);
+        self.acct.mark_pool(ptr);
+        Ok(DevicePtr(ptr))
     }
 
     fn param_layout(&self, f: driver::CUfunction) -> Result<Vec<ParamSlot>, CudaError> {
@@ -253,6 +357,83 @@ impl CudaBackend {
         }
         Err(CudaError::NOT_SUPPORTED)
     }
+}
+
+impl CudaBackend {
+    /// `cuLaunchKernel` (no attributes) or `cuLaunchKernelEx`, with the
+    /// packed parameters split per the function's layout.
+    fn launch_untimed(
+        &mut self,
+        function: FunctionHandle,
+        dims: LaunchDims,
+        params: &[u8],
+        attrs: &[driver::RawLaunchAttr],
+        stream: StreamHandle,
+    ) -> Result<(), CudaError> {
+        let func = self.functions.get(function.0)?;
+        let s = self.stream(stream)?;
+        if params.len() > PARAM_BYTES_MAX {
+            return Err(CudaError::INVALID_VALUE);
+        }
+        // An 8-byte aligned copy: each kernelParams entry points into it.
+        let mut buf = vec![0u64; params.len().div_ceil(8)];
+        for (word, chunk) in buf.iter_mut().zip(params.chunks(8)) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            *word = u64::from_ne_bytes(b);
+        }
+        let base = buf.as_mut_ptr().cast::<u8>();
+        let mut ptrs = Vec::with_capacity(func.layout.len());
+        for slot in &func.layout {
+            let (offset, size) = (slot.offset.get() as usize, slot.size.get() as usize);
+            if offset + size > params.len() {
+                return Err(CudaError::INVALID_VALUE);
+            }
+            ptrs.push(base.wrapping_add(offset).cast::<c_void>());
+        }
+        let raw = func.raw as driver::CUfunction;
+        self.bind()?;
+        if attrs.is_empty() {
+            // SAFETY: one pointer per declared parameter, each at its offset
+            // in `buf`, which holds `params.len()` bytes (checked: offset +
+            // size fits) and outlives the call; the driver copies them.
+            unsafe {
+                driver::launch_kernel(
+                    raw,
+                    dims.grid,
+                    dims.block,
+                    dims.shared_mem_bytes,
+                    s,
+                    &mut ptrs,
+                )
+            }
+        } else {
+            // SAFETY: as above.
+            unsafe {
+                driver::launch_kernel_ex(
+                    raw,
+                    dims.grid,
+                    dims.block,
+                    dims.shared_mem_bytes,
+                    s,
+                    &mut ptrs,
+                    attrs,
+                )
+            }
+        }
+    }
+}
+
+/// Bytes of the globals PTX text `ptx` defines, as module `m` (loaded from
+/// it) holds them: each name found by [`ptxscan`] asked of
+/// `cuModuleGetGlobal` (a name the driver does not know counts 0).
+fn ptx_globals_bytes(m: driver::CUmodule, ptx: &str) -> u64 {
+    ptxscan::global_names(ptx)
+        .into_iter()
+        .filter_map(|n| CString::new(n).ok())
+        .filter_map(|n| driver::module_get_global(m, &n).ok())
+        .map(|(_, bytes)| bytes as u64)
+        .fold(0u64, u64::saturating_add)
 }
 
 impl Backend for CudaBackend {
@@ -293,7 +474,7 @@ impl Backend for CudaBackend {
     fn mem_get_info(&self) -> Result<MemoryInfo, CudaError> {
         self.bind()?;
         let (real_free, _) = driver::mem_get_info()?;
-        let left = self.quota_bytes - self.allocations.bytes();
+        let left = self.quota_bytes.saturating_sub(self.used_bytes());
         Ok(MemoryInfo {
             free: left.min(real_free),
             total: self.quota_bytes,
@@ -304,22 +485,106 @@ impl Backend for CudaBackend {
         if bytes == 0 {
             return Err(CudaError::INVALID_VALUE);
         }
-        let used = self.allocations.bytes();
-        if !self.allocations.has_room() || bytes > self.quota_bytes - used {
+        let used = self.used_bytes();
+        if !self.allocations.has_room() || bytes > self.quota_bytes.saturating_sub(used) {
             return Err(CudaError::OUT_OF_MEMORY);
         }
         let len = usize::try_from(bytes).map_err(|_| CudaError::OUT_OF_MEMORY)?;
         self.bind()?;
         let ptr = driver::mem_alloc(len)?;
         self.allocations.insert(ptr, bytes);
-        debug_assert!(self.allocations.bytes() <= self.quota_bytes);
+        debug_assert!(self.used_bytes() <= self.quota_bytes);
         Ok(DevicePtr(ptr))
     }
 
     fn mem_free(&mut self, ptr: DevicePtr) -> Result<(), CudaError> {
         self.allocations.remove(ptr.0)?;
         self.bind()?;
-        driver::mem_free(ptr.0)
+        self.free_raw(ptr.0)
+    }
+
+    fn mem_alloc_pitch(
+        &mut self,
+        width_bytes: u64,
+        height: u64,
+        element_size: u32,
+    ) -> Result<(DevicePtr, u64), CudaError> {
+        /// `CU_DEVICE_ATTRIBUTE_TEXTURE_PITCH_ALIGNMENT`.
+        const TEXTURE_PITCH_ALIGNMENT: u32 = 51;
+        // Our own pitch (at least the device's texture pitch alignment), so
+        // the charged size is known before the driver is asked; a plain
+        // cuMemAlloc of pitch × height then backs it.
+        let device_align = self.device_attribute(0, TEXTURE_PITCH_ALIGNMENT)?;
+        let align = u64::try_from(device_align)
+            .unwrap_or(0)
+            .clamp(
+                crate::pitch::PITCH_ALIGN_BYTES,
+                crate::pitch::PITCH_BYTES_MAX,
+            )
+            .next_power_of_two();
+        let (pitch, bytes) = crate::pitch::pitched(width_bytes, height, element_size, align)?;
+        Ok((self.mem_alloc(bytes)?, pitch))
+    }
+
+    fn mem_alloc_async(
+        &mut self,
+        bytes: u64,
+        pool: Option<u64>,
+        stream: StreamHandle,
+    ) -> Result<DevicePtr, CudaError> {
+        crate::pitch::check_pool(pool)?;
+        self.alloc_async(bytes, stream)
+    }
+
+    fn mem_free_async(&mut self, ptr: DevicePtr, stream: StreamHandle) -> Result<(), CudaError> {
+        let s = self.stream(stream)?;
+        if !self.has_mem_pools {
+            return Err(CudaError::NOT_SUPPORTED);
+        }
+        self.allocations.remove(ptr.0)?;
+        self.bind()?;
+        if self.acct.take_pool(ptr.0) {
+            driver::mem_free_async(ptr.0, s)
+        } else {
+            // Not from the pool: freed once the stream's earlier work is done.
+            driver::stream_synchronize(s)?;
+            driver::mem_free(ptr.0)
+        }
+    }
+
+    fn default_mem_pool(&mut self, device: u32) -> Result<u64, CudaError> {
+        Self::check_device(device)?;
+        Ok(crate::pitch::DEFAULT_POOL_HANDLE)
+    }
+
+    fn mem_used_bytes(&self) -> Option<u64> {
+        Some(self.used_bytes())
+    }
+
+    fn module_global(
+        &mut self,
+        module: ModuleHandle,
+        name: &[u8],
+    ) -> Result<(DevicePtr, u64), CudaError> {
+        let m = *self.modules.get(module.0)? as driver::CUmodule;
+        if name.len() > FUNCTION_NAME_BYTES_MAX {
+            return Err(CudaError::NOT_FOUND);
+        }
+        let name = CString::new(name).map_err(|_| CudaError::NOT_FOUND)?;
+        self.bind()?;
+        let (ptr, bytes) = driver::module_get_global(m, &name)?;
+        // Copies and memsets to the global are checked like allocations.
+        self.allocations.add_view(ptr, bytes as u64);
+        self.acct.viewed(module.0, ptr, bytes as u64);
+        Ok((DevicePtr(ptr), bytes as u64))
+    }
+
+    fn take_kernel_ns(&mut self) -> Option<u64> {
+        // Never blocks: only pairs whose kernels completed are collected.
+        if self.bind().is_err() {
+            return Some(0);
+        }
+        Some(self.acct.timer.take_ns())
     }
 
     fn check_range(&self, ptr: DevicePtr, len: u64) -> Result<(), CudaError> {
@@ -409,6 +674,9 @@ impl Backend for CudaBackend {
     fn module_unload(&mut self, module: ModuleHandle) -> Result<(), CudaError> {
         let m = self.modules.remove(module.0)?;
         self.functions.remove_where(|f| f.module == module.0);
+        for base in self.acct.unloaded(module.0) {
+            self.allocations.remove_view(base);
+        }
         self.bind()?;
         driver::module_unload(m as driver::CUmodule)
     }
@@ -423,15 +691,18 @@ impl Backend for CudaBackend {
             return Err(CudaError::NOT_FOUND);
         }
         let name = CString::new(name).map_err(|_| CudaError::NOT_FOUND)?;
-        if !self.has_param_info {
-            return Err(CudaError::NOT_SUPPORTED);
-        }
         if !self.functions.has_room() {
             return Err(CudaError::OUT_OF_MEMORY);
         }
         self.bind()?;
         let f = driver::module_get_function(m, &name)?;
-        let layout = self.param_layout(f)?;
+        let layout = if self.has_param_info {
+            self.param_layout(f)?
+        } else {
+            // CUDA < 12.4: the cubin's EIATTR_KPARAM_INFO records.
+            let kernel = name.to_str().map_err(|_| CudaError::NOT_FOUND)?;
+            self.acct.nvinfo_layout(module.0, kernel)?
+        };
         let h = self.functions.insert(Function {
             module: module.0,
             raw: f as usize,
@@ -451,42 +722,33 @@ impl Backend for CudaBackend {
         params: &[u8],
         stream: StreamHandle,
     ) -> Result<(), CudaError> {
-        let func = self.functions.get(function.0)?;
-        let s = self.stream(stream)?;
-        if params.len() > PARAM_BYTES_MAX {
-            return Err(CudaError::INVALID_VALUE);
-        }
-        // An 8-byte aligned copy: each kernelParams entry points into it.
-        let mut buf = vec![0u64; params.len().div_ceil(8)];
-        for (word, chunk) in buf.iter_mut().zip(params.chunks(8)) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            *word = u64::from_ne_bytes(b);
-        }
-        let base = buf.as_mut_ptr().cast::<u8>();
-        let mut ptrs = Vec::with_capacity(func.layout.len());
-        for slot in &func.layout {
-            let (offset, size) = (slot.offset.get() as usize, slot.size.get() as usize);
-            if offset + size > params.len() {
-                return Err(CudaError::INVALID_VALUE);
-            }
-            ptrs.push(base.wrapping_add(offset).cast::<c_void>());
-        }
-        let raw = func.raw as driver::CUfunction;
+        self.launch_with(function, dims, params, &[], stream)
+    }
+
+    /// `cuLaunchKernelEx`. Reachable only through a function lookup, which
+    /// needs `cuFuncGetParamInfo` (CUDA ≥ 12.4), so the driver also has
+    /// `cuLaunchKernelEx` (CUDA ≥ 11.8). Attribute ids the protocol cannot
+    /// carry faithfully are `CUDA_ERROR_NOT_SUPPORTED`.
+    fn launch_ex(
+        &mut self,
+        function: FunctionHandle,
+        dims: LaunchDims,
+        params: &[u8],
+        attrs: &[rgpu_proto::LaunchAttr],
+        stream: StreamHandle,
+    ) -> Result<(), CudaError> {
+        let raw: Vec<driver::RawLaunchAttr> = attrs.iter().map(|a| (a.id, a.value)).collect();
+        self.launch_with(function, dims, params, &raw, stream)
+    }
+
+    fn function_attribute(
+        &mut self,
+        function: FunctionHandle,
+        attribute: i32,
+    ) -> Result<i32, CudaError> {
+        let raw = self.functions.get(function.0)?.raw as driver::CUfunction;
         self.bind()?;
-        // SAFETY: one pointer per declared parameter, each at its offset in
-        // `buf`, which holds `params.len()` bytes (checked: offset + size
-        // fits) and outlives the call; the driver copies them at launch.
-        unsafe {
-            driver::launch_kernel(
-                raw,
-                dims.grid,
-                dims.block,
-                dims.shared_mem_bytes,
-                s,
-                &mut ptrs,
-            )
-        }
+        driver::func_attribute(raw, attribute)
     }
 
     fn stream_create(&mut self, flags: u32, priority: i32) -> Result<StreamHandle, CudaError> {
@@ -573,14 +835,30 @@ impl Backend for CudaBackend {
         driver::ctx_synchronize()
     }
 
+    fn register_host_arena(&mut self, span: crate::session::HostSpan) -> Result<(), CudaError> {
+        if self.host_arena.is_some() {
+            return Err(CudaError::INVALID_VALUE);
+        }
+        self.bind()?;
+        // SAFETY: the span is the session transport's arena mapping, which stays mapped
+        // until the session has called `release_all` (which unregisters it below).
+        self.host_arena = Some(unsafe { hostreg::register(span) }?);
+        Ok(())
+    }
+
     fn release_all(&mut self) -> Released {
         let bound = self.bind();
         if let Err(e) = bound.and_then(|()| driver::ctx_synchronize()) {
             tracing::warn!(?e, "context not clean at release");
         }
+        if let Some(reg) = self.host_arena.take() {
+            if let Err(e) = reg.unregister() {
+                tracing::warn!(?e, "shared arena unregistration failed");
+            }
+        }
         let mut r = Released::default();
         for (base, len) in self.allocations.drain() {
-            let _ = driver::mem_free(base);
+            let _ = self.free_raw(base);
             r.allocations += 1;
             r.bytes += len;
         }
@@ -592,6 +870,7 @@ impl Backend for CudaBackend {
             let _ = driver::event_destroy(e as driver::CUevent);
             r.events += 1;
         }
+        self.acct.clear();
         self.functions.drain();
         for m in self.modules.drain() {
             let _ = driver::module_unload(m as driver::CUmodule);

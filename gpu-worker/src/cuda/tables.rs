@@ -94,6 +94,9 @@ impl<T> Table<T> {
 pub struct Allocations {
     by_base: BTreeMap<u64, u64>,
     bytes: u64,
+    /// Device ranges the session may copy to and from but does not own
+    /// (module globals): base → length. Not freeable, not counted here.
+    views: BTreeMap<u64, u64>,
 }
 
 impl Allocations {
@@ -131,22 +134,34 @@ impl Allocations {
     /// # Errors
     /// [`CudaError::INVALID_VALUE`] otherwise.
     pub fn check(&self, ptr: u64, len: u64) -> Result<(), CudaError> {
-        let (&base, &size) = self
-            .by_base
-            .range(..=ptr)
-            .next_back()
-            .ok_or(CudaError::INVALID_VALUE)?;
         let end = ptr.checked_add(len).ok_or(CudaError::INVALID_VALUE)?;
-        if end <= base + size {
+        let inside = |map: &BTreeMap<u64, u64>| {
+            map.range(..=ptr)
+                .next_back()
+                .is_some_and(|(&base, &size)| end <= base + size)
+        };
+        if inside(&self.by_base) || inside(&self.views) {
             Ok(())
         } else {
             Err(CudaError::INVALID_VALUE)
         }
     }
 
+    /// Makes `[base, base + len)` valid for [`Allocations::check`] without
+    /// owning it (a module global), until [`Allocations::remove_view`].
+    pub fn add_view(&mut self, base: u64, len: u64) {
+        self.views.insert(base, len);
+    }
+
+    /// Forgets the view at `base`.
+    pub fn remove_view(&mut self, base: u64) {
+        self.views.remove(&base);
+    }
+
     /// Removes everything, returning (base, len) pairs.
     pub fn drain(&mut self) -> Vec<(u64, u64)> {
         self.bytes = 0;
+        self.views.clear();
         std::mem::take(&mut self.by_base).into_iter().collect()
     }
 }
@@ -168,6 +183,17 @@ mod tests {
         assert_eq!(a.remove(0x1010), Err(CudaError::INVALID_VALUE));
         assert_eq!(a.remove(0x1000), Ok(0x100));
         assert_eq!(a.bytes(), 0x100);
+        a.add_view(0x9000, 0x10);
+        assert_eq!(a.check(0x9004, 0xc), Ok(()), "a view is copyable");
+        assert_eq!(a.check(0x9004, 0xd), Err(CudaError::INVALID_VALUE));
+        assert_eq!(
+            a.remove(0x9000),
+            Err(CudaError::INVALID_VALUE),
+            "not freeable"
+        );
+        assert_eq!(a.bytes(), 0x100, "not counted");
+        a.remove_view(0x9000);
+        assert_eq!(a.check(0x9004, 1), Err(CudaError::INVALID_VALUE));
     }
 
     #[test]

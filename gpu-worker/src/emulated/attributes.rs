@@ -9,8 +9,10 @@
 
 use super::config::EmulatedConfig;
 
-/// Highest `CUdevice_attribute` number answered (CUDA 12.x ends near here).
-pub const ATTRIBUTE_MAX: u32 = 140;
+/// Highest `CUdevice_attribute` number answered: the last one in CUDA 13.5's `cuda.h`
+/// (`…GPU_DIRECT_RDMA_WITH_LOCALIZED_MEMORY_SUPPORTED`). The 13.x runtimes read attributes
+/// above 140 (e.g. 143) while initialising and fail if the device refuses them.
+pub const ATTRIBUTE_MAX: u32 = 161;
 
 /// Most threads per block (also the x/y block-dimension limit).
 pub const MAX_THREADS_PER_BLOCK: u32 = 1024;
@@ -46,10 +48,15 @@ pub fn attribute(cfg: &EmulatedConfig, attribute: u32) -> Option<i32> {
         38 => 40 << 20,  // L2 cache bytes
         39 => 2048,      // max threads per multiprocessor
         40 => 2,         // async engine count
+        51 => 512,       // texture pitch alignment (pitch::PITCH_ALIGN_BYTES)
         75 => clamp(cfg.cc_major.into()),
         76 => clamp(cfg.cc_minor.into()),
         81 => clamp(u64::from(cfg.shared_mem_per_block_bytes) * 2), // shared memory per SM
         97 => clamp(cfg.shared_mem_per_block_bytes.into()), // opt-in shared memory per block
+        115 => 1, // memory pools: cuMemAllocAsync on the default pool is served
+        // Large tensor-map minimum size: `cuda.h` 13.5 says devices where that allocation
+        // class changes nothing report INT_MAX.
+        160 => i32::MAX,
         _ if (1..=ATTRIBUTE_MAX).contains(&attribute) => 0,
         _ => return None,
     };
@@ -73,5 +80,8 @@ mod tests {
         assert_eq!(attribute(&cfg, 10), Some(32));
         assert_eq!(attribute(&cfg, 0), None);
         assert_eq!(attribute(&cfg, ATTRIBUTE_MAX + 1), None);
+        // 13.x runtimes read the attributes CUDA 13 added while initialising.
+        assert_eq!(attribute(&cfg, 143), Some(0));
+        assert_eq!(attribute(&cfg, 160), Some(i32::MAX));
     }
 }

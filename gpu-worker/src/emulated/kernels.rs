@@ -167,6 +167,65 @@ impl Kernel {
     }
 }
 
+/// `CUfunction_attribute` ids answered by [`function_attribute`].
+pub mod func_attr {
+    /// `CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK`.
+    pub const MAX_THREADS_PER_BLOCK: i32 = 0;
+    /// `CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES`.
+    pub const SHARED_SIZE_BYTES: i32 = 1;
+    /// `CU_FUNC_ATTRIBUTE_CONST_SIZE_BYTES`.
+    pub const CONST_SIZE_BYTES: i32 = 2;
+    /// `CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES`.
+    pub const LOCAL_SIZE_BYTES: i32 = 3;
+    /// `CU_FUNC_ATTRIBUTE_NUM_REGS`.
+    pub const NUM_REGS: i32 = 4;
+    /// `CU_FUNC_ATTRIBUTE_PTX_VERSION`.
+    pub const PTX_VERSION: i32 = 5;
+    /// `CU_FUNC_ATTRIBUTE_BINARY_VERSION`.
+    pub const BINARY_VERSION: i32 = 6;
+    /// `CU_FUNC_ATTRIBUTE_CACHE_MODE_CA`.
+    pub const CACHE_MODE_CA: i32 = 7;
+    /// `CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES`.
+    pub const MAX_DYNAMIC_SHARED_SIZE_BYTES: i32 = 8;
+    /// `CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT`.
+    pub const PREFERRED_SHARED_MEMORY_CARVEOUT: i32 = 9;
+    /// Last `CUfunction_attribute` in CUDA 12.9's `cuda.h`
+    /// (`CU_FUNC_ATTRIBUTE_CLUSTER_SCHEDULING_POLICY_PREFERENCE`).
+    pub const LAST: i32 = 15;
+}
+
+/// `cuFuncGetAttribute` of a built-in kernel. The built-ins run on the host, so what a
+/// compiled kernel would report about its own resources is literally zero here: no static
+/// shared, constant or local memory, no registers, no cache-mode flag. Limits are the
+/// device's (`max_threads`, `max_dynamic_shared`); PTX and binary versions are the device's
+/// compute capability (`cc`, as `major * 10 + minor`); the carveout preference is the
+/// default (-1). Cluster attributes (10..=15) are `CUDA_ERROR_NOT_SUPPORTED` (no clusters);
+/// other ids `CUDA_ERROR_INVALID_VALUE`.
+///
+/// # Errors
+/// As described.
+pub fn function_attribute(
+    attribute: i32,
+    max_threads: i32,
+    max_dynamic_shared: i32,
+    cc: i32,
+) -> Result<i32, CudaError> {
+    use func_attr as A;
+    match attribute {
+        A::MAX_THREADS_PER_BLOCK => Ok(max_threads),
+        A::SHARED_SIZE_BYTES
+        | A::CONST_SIZE_BYTES
+        | A::LOCAL_SIZE_BYTES
+        | A::NUM_REGS
+        | A::CACHE_MODE_CA => Ok(0),
+        A::PTX_VERSION | A::BINARY_VERSION => Ok(cc),
+        A::MAX_DYNAMIC_SHARED_SIZE_BYTES => Ok(max_dynamic_shared),
+        A::PREFERRED_SHARED_MEMORY_CARVEOUT => Ok(-1),
+        10..=A::LAST => Err(CudaError::NOT_SUPPORTED),
+        _ => Err(CudaError::INVALID_VALUE),
+    }
+}
+
 /// Packed parameters read per a layout.
 struct Params<'a> {
     bytes: &'a [u8],

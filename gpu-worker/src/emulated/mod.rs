@@ -17,9 +17,12 @@
 //!   stamps a real monotonic clock, so elapsed time between two records is
 //!   the host time spent executing the work between them.
 //! - **Kernels** ([`kernels`]): only the built-ins listed in a test module
-//!   ([`module`]); real cubin/fatbin/PTX images are refused with
-//!   `CUDA_ERROR_NOT_SUPPORTED` (logged), anything else with
-//!   `CUDA_ERROR_INVALID_IMAGE`.
+//!   ([`module`]) run. Real cubin/fatbin/PTX images load as registrations
+//!   (their kernel names are listed for lookups) but launching one of their
+//!   kernels is `CUDA_ERROR_NOT_SUPPORTED` (logged); anything else is
+//!   `CUDA_ERROR_INVALID_IMAGE`. Launch attributes: see
+//!   [`EmulatedBackend::launch_ex`](crate::Backend::launch_ex) (cooperative
+//!   launches run, clusters are refused).
 //! - **Handles** ([`handles`]): per-backend (per-session) tables with
 //!   process-wide unique values.
 //! - Not modeled: module globals, texture/surface objects, graphs, peer
@@ -34,6 +37,7 @@ pub mod module;
 mod zeroed;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 
 use rgpu_proto::{
@@ -67,13 +71,15 @@ struct Event {
 
 #[derive(Debug)]
 struct Module {
-    kernels: Vec<Kernel>,
+    image: Arc<module::Image>,
 }
 
 #[derive(Debug)]
 struct Function {
     module: u64,
-    kernel: Kernel,
+    /// `None`: a kernel of a real image, which cannot run here.
+    kernel: Option<Kernel>,
+    name: Box<str>,
     layout: Vec<ParamSlot>,
 }
 
@@ -87,7 +93,7 @@ pub struct EmulatedBackend {
     modules: HandleTable<Module>,
     functions: HandleTable<Function>,
     /// Parsed images by content hash, for load-by-hash; FIFO-evicted.
-    cache: HashMap<[u8; 32], Vec<Kernel>>,
+    cache: HashMap<[u8; 32], Arc<module::Image>>,
     cache_order: VecDeque<[u8; 32]>,
 }
 
@@ -166,7 +172,7 @@ impl EmulatedBackend {
         }
     }
 
-    fn remember_image(&mut self, hash: [u8; 32], kernels: &[Kernel]) {
+    fn remember_image(&mut self, hash: [u8; 32], image: &Arc<module::Image>) {
         let max = self.cfg.module_cache_max as usize;
         if max == 0 || self.cache.contains_key(&hash) {
             return;
@@ -176,12 +182,12 @@ impl EmulatedBackend {
                 self.cache.remove(&old);
             }
         }
-        self.cache.insert(hash, kernels.to_vec());
+        self.cache.insert(hash, Arc::clone(image));
         self.cache_order.push_back(hash);
     }
 
-    fn new_module(&mut self, kernels: Vec<Kernel>) -> Result<ModuleHandle, CudaError> {
-        self.modules.insert(Module { kernels }).map(ModuleHandle)
+    fn new_module(&mut self, image: Arc<module::Image>) -> Result<ModuleHandle, CudaError> {
+        self.modules.insert(Module { image }).map(ModuleHandle)
     }
 }
 
@@ -233,6 +239,47 @@ impl Backend for EmulatedBackend {
 
     fn mem_free(&mut self, ptr: DevicePtr) -> Result<(), CudaError> {
         self.mem.free(ptr)
+    }
+
+    fn mem_alloc_pitch(
+        &mut self,
+        width_bytes: u64,
+        height: u64,
+        element_size: u32,
+    ) -> Result<(DevicePtr, u64), CudaError> {
+        let (pitch, bytes) = crate::pitch::pitched(
+            width_bytes,
+            height,
+            element_size,
+            crate::pitch::PITCH_ALIGN_BYTES,
+        )?;
+        Ok((self.mem.alloc(bytes)?, pitch))
+    }
+
+    fn mem_alloc_async(
+        &mut self,
+        bytes: u64,
+        pool: Option<u64>,
+        stream: StreamHandle,
+    ) -> Result<DevicePtr, CudaError> {
+        // Stream-ordered work runs eagerly here, so the memory exists at once.
+        self.check_stream(stream)?;
+        crate::pitch::check_pool(pool)?;
+        self.mem.alloc(bytes)
+    }
+
+    fn mem_free_async(&mut self, ptr: DevicePtr, stream: StreamHandle) -> Result<(), CudaError> {
+        self.check_stream(stream)?;
+        self.mem.free(ptr)
+    }
+
+    fn default_mem_pool(&mut self, device: u32) -> Result<u64, CudaError> {
+        self.check_device(device)?;
+        Ok(crate::pitch::DEFAULT_POOL_HANDLE)
+    }
+
+    fn mem_used_bytes(&self) -> Option<u64> {
+        Some(self.mem.used_bytes())
     }
 
     fn check_range(&self, ptr: DevicePtr, len: u64) -> Result<(), CudaError> {
@@ -322,14 +369,14 @@ impl Backend for EmulatedBackend {
     }
 
     fn module_load(&mut self, hash: [u8; 32], image: &[u8]) -> Result<ModuleHandle, CudaError> {
-        let kernels = module::parse(image)?;
-        self.remember_image(hash, &kernels);
-        self.new_module(kernels)
+        let image = Arc::new(module::load(image)?);
+        self.remember_image(hash, &image);
+        self.new_module(image)
     }
 
     fn module_load_cached(&mut self, hash: [u8; 32]) -> Result<ModuleHandle, CudaError> {
-        let kernels = self.cache.get(&hash).ok_or(CudaError::NOT_FOUND)?.clone();
-        self.new_module(kernels)
+        let image = Arc::clone(self.cache.get(&hash).ok_or(CudaError::NOT_FOUND)?);
+        self.new_module(image)
     }
 
     fn module_unload(&mut self, module: ModuleHandle) -> Result<(), CudaError> {
@@ -338,23 +385,38 @@ impl Backend for EmulatedBackend {
         Ok(())
     }
 
+    fn module_global(
+        &mut self,
+        module: ModuleHandle,
+        _name: &[u8],
+    ) -> Result<(DevicePtr, u64), CudaError> {
+        // Test modules declare no globals (see "Test module format").
+        self.modules.get(module.0)?;
+        Err(CudaError::NOT_FOUND)
+    }
+
     fn function_lookup(
         &mut self,
         module: ModuleHandle,
         name: &[u8],
     ) -> Result<FunctionInfo<'_>, CudaError> {
         let m = self.modules.get(module.0)?;
-        let kernel = Kernel::from_name(name)
-            .filter(|k| m.kernels.contains(k))
-            .ok_or(CudaError::NOT_FOUND)?;
-        let layout = kernel
-            .layout()
-            .iter()
-            .map(|&(o, s)| ParamSlot::new(o, s))
-            .collect();
+        let kernel = m.image.builtin(name);
+        if kernel.is_none() && !m.image.has_real(name) {
+            return Err(CudaError::NOT_FOUND);
+        }
+        // A real kernel's layout is unknown here (its launch is refused
+        // anyway): an empty layout.
+        let layout = kernel.map_or_else(Vec::new, |k| {
+            k.layout()
+                .iter()
+                .map(|&(o, s)| ParamSlot::new(o, s))
+                .collect()
+        });
         let h = self.functions.insert(Function {
             module: module.0,
             kernel,
+            name: String::from_utf8_lossy(name).into(),
             layout,
         })?;
         let f = self.functions.get(h)?;
@@ -371,10 +433,72 @@ impl Backend for EmulatedBackend {
         params: &[u8],
         stream: StreamHandle,
     ) -> Result<(), CudaError> {
-        let kernel = self.functions.get(function.0)?.kernel;
+        let f = self.functions.get(function.0)?;
+        let Some(kernel) = f.kernel else {
+            tracing::warn!(
+                kernel = %f.name,
+                "kernel {} cannot run on the emulated device (real GPU code); launch refused with CUDA_ERROR_NOT_SUPPORTED",
+                f.name
+            );
+            return Err(CudaError::NOT_SUPPORTED);
+        };
         self.check_stream(stream)?;
         self.check_dims(&dims)?;
         kernel.run(&mut self.mem, params, dims.threads())
+    }
+
+    /// Honours what the emulator can: `IGNORE` (0); `COOPERATIVE` (2, the
+    /// built-ins never synchronise across the grid, and the grid runs as one
+    /// host loop, so it is trivially co-resident); `SYNCHRONIZATION_POLICY`
+    /// (3), `PROGRAMMATIC_STREAM_SERIALIZATION` (6), `PRIORITY` (8), the
+    /// memory-sync domain attributes (9, 10) and the shared-memory carveout
+    /// preference (14), which only relax or order work that already runs
+    /// serialised here. Cluster attributes (4, 5, 11) are
+    /// `CUDA_ERROR_NOT_SUPPORTED` (the device reports no clusters);
+    /// event and access-policy attributes never reach the wire (the shim
+    /// refuses them); any other id is `CUDA_ERROR_INVALID_VALUE`.
+    fn launch_ex(
+        &mut self,
+        function: FunctionHandle,
+        dims: LaunchDims,
+        params: &[u8],
+        attrs: &[rgpu_proto::LaunchAttr],
+        stream: StreamHandle,
+    ) -> Result<(), CudaError> {
+        for a in attrs {
+            match a.id {
+                0 | 2 | 3 | 6 | 8 | 9 | 10 | 14 => {}
+                4 | 5 | 11 => {
+                    tracing::info!(
+                        attribute = a.id,
+                        "launch attribute needs thread-block clusters, which the emulated device lacks"
+                    );
+                    return Err(CudaError::NOT_SUPPORTED);
+                }
+                1 | 7 | 12 | 13 => return Err(CudaError::NOT_SUPPORTED),
+                _ => return Err(CudaError::INVALID_VALUE),
+            }
+        }
+        self.launch(function, dims, params, stream)
+    }
+
+    /// Built-ins: [`kernels::function_attribute`]. A real kernel's
+    /// attributes are unknown here: `CUDA_ERROR_NOT_SUPPORTED`.
+    fn function_attribute(
+        &mut self,
+        function: FunctionHandle,
+        attribute: i32,
+    ) -> Result<i32, CudaError> {
+        if self.functions.get(function.0)?.kernel.is_none() {
+            return Err(CudaError::NOT_SUPPORTED);
+        }
+        let clamp = |v: u64| i32::try_from(v).unwrap_or(i32::MAX);
+        kernels::function_attribute(
+            attribute,
+            clamp(attributes::MAX_THREADS_PER_BLOCK.into()),
+            clamp(self.cfg.shared_mem_per_block_bytes.into()),
+            clamp(u64::from(self.cfg.cc_major) * 10 + u64::from(self.cfg.cc_minor)),
+        )
     }
 
     fn stream_create(&mut self, flags: u32, _priority: i32) -> Result<StreamHandle, CudaError> {

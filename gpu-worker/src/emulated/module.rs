@@ -21,12 +21,88 @@
 //! ```
 //!
 //! Any other content of a test image is `CUDA_ERROR_INVALID_IMAGE` (200).
-//! A real image (cubin ELF, fatbin, PTX text) is `CUDA_ERROR_NOT_SUPPORTED`
-//! (801): it may be perfectly valid, but the emulated device cannot run it.
+//!
+//! # Real images: registered, never run
+//! A real image (fatbin container, cubin ELF, PTX text) loads as a
+//! *registration*: the CUDA runtime registers every fatbin of a program at
+//! start, so refusing the load would kill every program before its first
+//! line. Its kernel names are read where the image is readable ([`real`]),
+//! so `cuModuleGetFunction` answers honestly (unknown names are
+//! `CUDA_ERROR_NOT_FOUND` unless part of the image was unreadable), and
+//! **launching** such a kernel is `CUDA_ERROR_NOT_SUPPORTED` (801) with a
+//! worker log line "kernel X cannot run on the emulated device". A fatbin
+//! whose uncompressed PTX entry is a test module (text above) loads as that
+//! test module, so a program can register built-in kernels the way nvcc
+//! output registers real ones.
+
+pub mod real;
 
 use rgpu_proto::CudaError;
 
 use super::kernels::Kernel;
+
+/// A parsed module image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Image {
+    /// A test module: the built-in kernels it lists.
+    Test(Vec<Kernel>),
+    /// Real GPU code, registered but never run.
+    Real {
+        /// What it is (`fatbin`, `cubin (ELF)`, `PTX`).
+        kind: &'static str,
+        /// Its kernel names, as far as readable.
+        names: real::RealImage,
+    },
+}
+
+impl Image {
+    /// The built-in kernel `name` of a test module, if listed.
+    #[must_use]
+    pub fn builtin(&self, name: &[u8]) -> Option<Kernel> {
+        match self {
+            Image::Test(kernels) => Kernel::from_name(name).filter(|k| kernels.contains(k)),
+            Image::Real { .. } => None,
+        }
+    }
+
+    /// True if `name` may be a real kernel of this image (listed, or the
+    /// listing is incomplete).
+    #[must_use]
+    pub fn has_real(&self, name: &[u8]) -> bool {
+        match self {
+            Image::Test(_) => false,
+            Image::Real { names, .. } => {
+                !names.complete || names.names.iter().any(|n| n.as_bytes() == name)
+            }
+        }
+    }
+}
+
+/// Parses any module image the emulated device accepts (see the module docs).
+///
+/// # Errors
+/// [`CudaError::INVALID_IMAGE`] for anything that is neither a well-formed
+/// test module nor recognisable GPU code.
+pub fn load(image: &[u8]) -> Result<Image, CudaError> {
+    match classify(image) {
+        ImageKind::TestModule => parse(image).map(Image::Test),
+        ImageKind::RealGpuCode(kind) => {
+            let names = real::read(image, MODULE_MAGIC.as_bytes());
+            if let Some(text) = &names.embedded_test_module {
+                return parse(text).map(Image::Test);
+            }
+            tracing::info!(
+                image = kind,
+                bytes = image.len(),
+                kernels = names.names.len(),
+                complete = names.complete,
+                "real GPU code registered on the emulated device; its kernels cannot run here"
+            );
+            Ok(Image::Real { kind, names })
+        }
+        ImageKind::Unknown => parse(image).map(Image::Test),
+    }
+}
 
 /// The first line of a test module image.
 pub const MODULE_MAGIC: &str = "RGPU-EMU-MODULE v1";
@@ -36,7 +112,7 @@ pub const MODULE_KERNELS_MAX: usize = 64;
 /// ELF magic: a cubin.
 const ELF_MAGIC: &[u8] = b"\x7fELF";
 /// Fatbinary wrapper magic `0xBA55ED50`, little-endian.
-const FATBIN_MAGIC: &[u8] = &[0x50, 0xed, 0x55, 0xba];
+const FATBIN_MAGIC: &[u8] = &real::FATBIN_MAGIC.to_le_bytes();
 
 /// What kind of image a module load received.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +150,8 @@ fn looks_like_ptx(image: &[u8]) -> bool {
     has(b".version") && has(b".target")
 }
 
-/// Parses a module image into the kernels it lists (in order).
+/// Parses a test module image into the kernels it lists (in order); see
+/// [`load`] for every image the device accepts.
 ///
 /// # Errors
 /// [`CudaError::NOT_SUPPORTED`] for real GPU code (logged: the emulated
@@ -136,6 +213,20 @@ mod tests {
             parse(image),
             Ok(vec![Kernel::VectorAddF32, Kernel::SaxpyF32])
         );
+    }
+
+    #[test]
+    fn real_images_register_with_their_names() {
+        let ptx = b"//\n.version 8.0\n.target sm_80\n.address_size 64\n.visible .entry k1()\n{}\n";
+        let img = load(ptx).unwrap();
+        assert!(matches!(img, Image::Real { kind: "PTX", .. }));
+        assert!(img.has_real(b"k1"));
+        assert!(!img.has_real(b"k2"));
+        assert_eq!(img.builtin(b"rgpu_fill_u32"), None);
+        let test = load(b"RGPU-EMU-MODULE v1\nkernel rgpu_fill_u32").unwrap();
+        assert_eq!(test.builtin(b"rgpu_fill_u32"), Some(Kernel::FillU32));
+        assert!(!test.has_real(b"rgpu_fill_u32"));
+        assert_eq!(load(b"hello"), Err(CudaError::INVALID_IMAGE));
     }
 
     #[test]

@@ -7,6 +7,12 @@
 //! `CUDA_ERROR_INVALID_VALUE`). Every offset and length comes from the
 //! peer, so each access is bounds-checked by the transport and a bad one is
 //! an error for that call, never a crash.
+//!
+//! [`ArenaAccess::arena_span`] also tells a backend where the arena lives in
+//! this process, so a GPU backend can page-lock it once
+//! ([`Backend::register_host_arena`](crate::Backend::register_host_arena)):
+//! the client's pinned host memory is carved out of this arena, and DMA then
+//! reads and writes those pages directly.
 
 use rgpu_dataplane::shm::ShmTransport;
 use rgpu_dataplane::tcp::TcpUringTransport;
@@ -14,8 +20,23 @@ use rgpu_dataplane::Transport;
 use rgpu_proto::CudaError;
 use rgpu_ring::Slab;
 
+/// Where a shared arena is mapped in this process. An address, not a
+/// pointer: only a backend registering it with the driver uses it, and the
+/// mapping outlives the session's backend calls (the transport owns it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostSpan {
+    /// First byte's address.
+    pub addr: usize,
+    /// Length in bytes.
+    pub len: usize,
+}
+
 /// Bounds-checked views into a shared arena.
 pub trait ArenaAccess {
+    /// The whole arena's address range, if there is one.
+    fn arena_span(&self) -> Option<HostSpan> {
+        None
+    }
     /// The `len` bytes at `offset`.
     ///
     /// # Errors
@@ -43,6 +64,20 @@ impl ArenaAccess for NoArena {
 }
 
 impl ArenaAccess for ShmTransport {
+    fn arena_span(&self) -> Option<HostSpan> {
+        let len = self.arena().len();
+        if len == 0 {
+            return None;
+        }
+        let all = self.slab(Slab {
+            offset: 0,
+            len: len as u64,
+        });
+        all.ok().map(|bytes| HostSpan {
+            addr: bytes.as_ptr() as usize,
+            len,
+        })
+    }
     fn arena_read(&self, offset: u64, len: u64) -> Result<&[u8], CudaError> {
         self.slab(Slab { offset, len })
             .map_err(|_| CudaError::INVALID_VALUE)
@@ -62,6 +97,23 @@ impl ArenaAccess for TcpUringTransport {
     }
 }
 
+#[cfg(feature = "rdma")]
+impl ArenaAccess for rgpu_dataplane::rdma::RdmaTransport {
+    fn arena_read(&self, offset: u64, len: u64) -> Result<&[u8], CudaError> {
+        NoArena.arena_read(offset, len)
+    }
+    fn arena_write(&mut self, _offset: u64, _len: u64) -> Result<&mut [u8], CudaError> {
+        Err(CudaError::INVALID_VALUE)
+    }
+}
+
+#[cfg(feature = "rdma")]
+impl SessionTransport for rgpu_dataplane::rdma::RdmaTransport {
+    fn has_arena(&self) -> bool {
+        false
+    }
+}
+
 /// A transport a session can run over: bytes plus (maybe) an arena.
 pub trait SessionTransport: Transport + ArenaAccess {
     /// Whether calls may name arena regions. When true, the driver stages
@@ -78,5 +130,18 @@ impl SessionTransport for ShmTransport {
 impl SessionTransport for TcpUringTransport {
     fn has_arena(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_arena_has_no_span_and_refuses_access() {
+        let mut a = NoArena;
+        assert_eq!(a.arena_span(), None);
+        assert_eq!(a.arena_read(0, 1), Err(CudaError::INVALID_VALUE));
+        assert!(a.arena_write(0, 1).is_err());
     }
 }

@@ -13,14 +13,17 @@
 use rgpu_proto::{
     Blob, Call, CallClass, CallId, CtxSynchronizeReply, CudaError, Dest, DeviceAttribute,
     DeviceCount, DeviceName, DevicePtr, DeviceTotalMemReply, DeviceUuid, DevicesGranted,
-    EventCreated, EventDestroyReply, EventElapsedReply, EventQueryReply, EventSynchronizeReply,
-    FunctionInfo, MemAllocReply, MemFreeReply, MemInfo, MemcpyDtoDReply, MemcpyDtoHReply,
-    MemcpyHtoDReply, MemsetReply, ModuleLoaded, ModuleLoadedByHash, ModuleUnloadReply, NopReply,
-    Payload, Reply, ReplyError, Responder, ServerEvent, Slots, StreamCreated, StreamDestroyReply,
-    StreamHandle, StreamQueryReply, StreamSynchronizeReply, MAX_INLINE_BYTES, MAX_NAME_BYTES,
+    EventElapsedReply, EventQueryReply, EventSynchronizeReply, FunctionInfo, MemAllocReply,
+    MemFreeReply, MemInfo, MemcpyDtoDReply, MemcpyDtoHReply, MemcpyHtoDReply, MemsetReply,
+    ModuleLoaded, ModuleLoadedByHash, ModuleUnloadReply, NopReply, Payload, Reply, ReplyError,
+    Responder, ServerEvent, Slots, StreamHandle, StreamQueryReply, StreamSynchronizeReply,
+    MAX_INLINE_BYTES, MAX_NAME_BYTES,
 };
 
 use super::arena::ArenaAccess;
+use super::client_handles::ClientHandles;
+use rgpu_proto::{LaunchAttr, MAX_LAUNCH_ATTRS};
+
 use crate::backend::{Backend, DeviceRequest, Exec, LaunchDims};
 
 /// What a session did, for its summary.
@@ -63,6 +66,11 @@ pub struct Executor {
     scratch: Vec<u8>,
     stats: SessionStats,
     fault: Option<ReplyError>,
+    /// Client-chosen stream and event handles → the backend's.
+    handles: ClientHandles,
+    /// The shared arena was offered to the backend for registration
+    /// ([`Backend::register_host_arena`]); done once per session.
+    arena_registered: bool,
 }
 
 impl Default for Executor {
@@ -91,6 +99,8 @@ impl Executor {
             scratch: Vec::new(),
             stats: SessionStats::default(),
             fault: None,
+            handles: ClientHandles::default(),
+            arena_registered: false,
         }
     }
 
@@ -138,6 +148,8 @@ impl Executor {
             ServerEvent::Closed { error } => {
                 tracing::debug!(%error, "rgpu session closed");
                 self.landing = None;
+                // The backend objects are freed by `Backend::release_all`.
+                self.handles.clear();
             }
         }
     }
@@ -217,12 +229,24 @@ impl Executor {
         r: &mut Responder,
         arena: &mut dyn ArenaAccess,
     ) {
+        // The header key is the client's stream handle; map it to the
+        // backend's (stream create/destroy name the client handle itself).
+        let key = stream;
+        let stream = match call {
+            Call::StreamCreate(_) | Call::StreamDestroy(_) => key,
+            _ => match self.handles.stream(key) {
+                Ok(s) => s,
+                Err(e) if class == CallClass::Async => return self.complete(r, id, Err(e)),
+                Err(e) => return self.answer(r, id, Err(e)),
+            },
+        };
         let on = Exec::Stream(stream);
         // Async calls: execute, then complete (failures become deferred errors).
         let done: Result<(), CudaError> = match call {
             Call::AsyncNop(_) => Ok(()),
             Call::MemcpyHtoDAsync(m) => self.htod(b, id, m.dst, m.src, on, arena).map(|_| ()),
-            Call::MemcpyDtoHAsync(m) => arena
+            Call::MemcpyDtoHAsync(m) => self
+                .register_arena(b, arena)
                 .arena_write(m.arena_offset, m.len)
                 .and_then(|dst| b.memcpy_dtoh(dst, m.src, on))
                 .inspect(|()| self.stats.bytes_d2h += m.len),
@@ -236,8 +260,52 @@ impl Executor {
                 };
                 b.launch(l.function, dims, l.params.0, stream)
             }
-            Call::StreamWaitEvent(w) => b.stream_wait_event(stream, w.event, w.flags),
-            Call::EventRecord(e) => b.event_record(e.event, stream),
+            Call::LaunchEx(l) => {
+                let dims = LaunchDims {
+                    grid: l.grid,
+                    block: l.block,
+                    shared_mem_bytes: l.shared_mem_bytes,
+                };
+                let mut attrs = [LaunchAttr::default(); MAX_LAUNCH_ATTRS as usize];
+                match LaunchAttr::decode_all(l.attrs.0) {
+                    Some(it) => {
+                        let mut n = 0;
+                        for (slot, a) in attrs.iter_mut().zip(it) {
+                            *slot = a;
+                            n += 1;
+                        }
+                        b.launch_ex(l.function, dims, l.params.0, &attrs[..n], stream)
+                    }
+                    None => Err(CudaError::INVALID_VALUE),
+                }
+            }
+            Call::StreamWaitEvent(w) => self
+                .handles
+                .event(w.event)
+                .and_then(|e| b.stream_wait_event(stream, e, w.flags)),
+            Call::EventRecord(e) => self
+                .handles
+                .event(e.event)
+                .and_then(|e| b.event_record(e, stream)),
+            Call::StreamCreate(c) => self.handles.check_new_stream(c.stream).and_then(|()| {
+                let s = b.stream_create(c.flags, c.priority)?;
+                self.handles.insert_stream(c.stream, s);
+                Ok(())
+            }),
+            Call::StreamDestroy(_) => self
+                .handles
+                .remove_stream(key)
+                .and_then(|s| b.stream_destroy(s)),
+            Call::EventCreate(c) => self.handles.check_new_event(c.event).and_then(|()| {
+                let e = b.event_create(c.flags)?;
+                self.handles.insert_event(c.event, e);
+                Ok(())
+            }),
+            Call::EventDestroy(e) => self
+                .handles
+                .remove_event(e.event)
+                .and_then(|e| b.event_destroy(e)),
+            Call::MemFreeAsync(m) => b.mem_free_async(m.ptr, stream),
             other => return self.on_sync(b, id, class, stream, other, r, arena),
         };
         debug_assert_eq!(class, CallClass::Async);
@@ -303,6 +371,27 @@ impl Executor {
             Call::MemFree(m) => b
                 .mem_free(m.ptr)
                 .map(|()| Reply::MemFreeReply(MemFreeReply {})),
+            Call::MemAllocPitch(m) => b
+                .mem_alloc_pitch(m.width_bytes, m.height, m.element_size)
+                .map(|(ptr, pitch)| {
+                    Reply::MemAllocPitchReply(rgpu_proto::MemAllocPitchReply { ptr, pitch })
+                }),
+            Call::MemAllocAsync(m) => b
+                .mem_alloc_async(m.bytes, None, stream)
+                .map(|ptr| Reply::MemAllocAsyncReply(rgpu_proto::MemAllocAsyncReply { ptr })),
+            Call::MemAllocFromPoolAsync(m) => {
+                b.mem_alloc_async(m.bytes, Some(m.pool), stream).map(|ptr| {
+                    Reply::MemAllocFromPoolAsyncReply(rgpu_proto::MemAllocFromPoolAsyncReply {
+                        ptr,
+                    })
+                })
+            }
+            Call::DeviceGetDefaultMemPool(d) => b
+                .default_mem_pool(d.device)
+                .map(|pool| Reply::DefaultMemPool(rgpu_proto::DefaultMemPool { pool })),
+            Call::ModuleGetGlobal(g) => b
+                .module_global(g.module, g.name.0)
+                .map(|(ptr, bytes)| Reply::ModuleGlobal(rgpu_proto::ModuleGlobal { ptr, bytes })),
             Call::MemcpyHtoD(m) => match self.htod(b, id, m.dst, m.src, Exec::Sync, arena) {
                 // The answer comes when the trailer has landed.
                 Ok(Htod::Landing) => return,
@@ -325,6 +414,9 @@ impl Executor {
             Call::ModuleUnload(m) => b
                 .module_unload(m.module)
                 .map(|()| Reply::ModuleUnloadReply(ModuleUnloadReply {})),
+            Call::FuncGetAttribute(a) => b
+                .function_attribute(a.function, a.attribute)
+                .map(|value| Reply::FuncAttribute(rgpu_proto::FuncAttribute { value })),
             Call::FunctionLookup(f) => match b.function_lookup(f.module, f.name.0) {
                 Ok(info) => {
                     let res = Ok(Reply::FunctionInfo(FunctionInfo {
@@ -335,32 +427,27 @@ impl Executor {
                 }
                 Err(e) => Err(e),
             },
-            Call::StreamCreate(s) => b
-                .stream_create(s.flags, s.priority)
-                .map(|stream| Reply::StreamCreated(StreamCreated { stream })),
-            Call::StreamDestroy(_) => b
-                .stream_destroy(stream)
-                .map(|()| Reply::StreamDestroyReply(StreamDestroyReply {})),
             Call::StreamQuery(_) => b
                 .stream_query(stream)
                 .map(|()| Reply::StreamQueryReply(StreamQueryReply {})),
             Call::StreamSynchronize(_) => b
                 .stream_synchronize(stream)
                 .map(|()| Reply::StreamSynchronizeReply(StreamSynchronizeReply {})),
-            Call::EventCreate(e) => b
-                .event_create(e.flags)
-                .map(|event| Reply::EventCreated(EventCreated { event })),
-            Call::EventQuery(e) => b
-                .event_query(e.event)
+            Call::EventQuery(e) => self
+                .handles
+                .event(e.event)
+                .and_then(|e| b.event_query(e))
                 .map(|()| Reply::EventQueryReply(EventQueryReply {})),
-            Call::EventSynchronize(e) => b
-                .event_synchronize(e.event)
+            Call::EventSynchronize(e) => self
+                .handles
+                .event(e.event)
+                .and_then(|e| b.event_synchronize(e))
                 .map(|()| Reply::EventSynchronizeReply(EventSynchronizeReply {})),
-            Call::EventDestroy(e) => b
-                .event_destroy(e.event)
-                .map(|()| Reply::EventDestroyReply(EventDestroyReply {})),
-            Call::EventElapsed(e) => b
-                .event_elapsed_ns(e.start, e.end)
+            Call::EventElapsed(e) => self
+                .handles
+                .event(e.start)
+                .and_then(|start| Ok((start, self.handles.event(e.end)?)))
+                .and_then(|(start, end)| b.event_elapsed_ns(start, end))
                 .map(|elapsed_ns| Reply::EventElapsedReply(EventElapsedReply { elapsed_ns })),
             Call::CtxSynchronize(_) => b
                 .ctx_synchronize()
@@ -379,6 +466,32 @@ impl Executor {
         self.answer(r, id, res);
     }
 
+    /// Offers the shared arena to the backend for page-locking, once, before
+    /// the first copy that names it (the backend exists by then: copies come
+    /// after the device request). A refusal is logged; copies still work.
+    fn register_arena<'a, B: Backend + ?Sized>(
+        &mut self,
+        b: &mut B,
+        arena: &'a mut dyn ArenaAccess,
+    ) -> &'a mut dyn ArenaAccess {
+        if !self.arena_registered {
+            if let Some(span) = arena.arena_span() {
+                match b.register_host_arena(span) {
+                    // No backend yet (a lazy one): try again at the next copy.
+                    Err(CudaError::NOT_INITIALIZED) => return arena,
+                    Err(e) => tracing::warn!(
+                        code = e.0,
+                        bytes = span.len,
+                        "rgpu session: the shared arena could not be registered; copies are staged by the driver"
+                    ),
+                    Ok(()) => tracing::debug!(bytes = span.len, "rgpu session: shared arena registered"),
+                }
+            }
+            self.arena_registered = true;
+        }
+        arena
+    }
+
     /// A host-to-device copy from any payload kind.
     fn htod<B: Backend + ?Sized>(
         &mut self,
@@ -395,7 +508,7 @@ impl Executor {
                 bytes.len() as u64
             }
             Payload::Arena { offset, len } => {
-                let bytes = arena.arena_read(offset, len)?;
+                let bytes = self.register_arena(b, arena).arena_read(offset, len)?;
                 b.memcpy_htod(dst, bytes, exec)?;
                 len
             }
@@ -441,7 +554,8 @@ impl Executor {
                         .map(|()| n)
                 }
             }
-            Dest::Arena { offset } => arena
+            Dest::Arena { offset } => self
+                .register_arena(b, arena)
                 .arena_write(offset, len)
                 .and_then(|out| b.memcpy_dtoh(out, src, Exec::Sync))
                 .map(|()| 0),

@@ -7,9 +7,10 @@
 //! session held.
 
 pub mod arena;
+pub mod client_handles;
 mod driver;
 mod executor;
 
-pub use arena::{ArenaAccess, NoArena, SessionTransport};
+pub use arena::{ArenaAccess, HostSpan, NoArena, SessionTransport};
 pub use driver::{run_session, SessionConfig, SessionError, SessionSummary};
 pub use executor::{Executor, SessionStats};

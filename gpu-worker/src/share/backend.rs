@@ -13,11 +13,13 @@ use std::ops::Deref;
 use std::time::Instant;
 
 use rgpu_proto::{
-    CudaError, DevicePtr, EventHandle, FunctionHandle, MemsetWidth, ModuleHandle, StreamHandle,
+    CudaError, DevicePtr, EventHandle, FunctionHandle, LaunchAttr, MemsetWidth, ModuleHandle,
+    StreamHandle,
 };
 
 use super::board::Board;
 use super::gate::ShareGate;
+use super::usage::{CallKind, Direction};
 use crate::backend::{
     Backend, DeviceGrant, DeviceRequest, Exec, FunctionInfo, LaunchDims, MemoryInfo, Released,
 };
@@ -52,45 +54,170 @@ impl<B: Backend, R: Deref<Target = Board>> Shared<B, R> {
         &self.inner
     }
 
+    /// Counts one call of `kind` in the slot's usage (without a slot:
+    /// nothing; the daemon then shows no live usage for this client).
+    fn note(&self, kind: CallKind) {
+        if let Some(g) = &self.gate {
+            g.usage().call(kind);
+        }
+    }
+
+    /// Adds `n` bytes moved in `dir`.
+    fn moved(&self, dir: Direction, n: u64) {
+        if let Some(g) = &self.gate {
+            g.usage().moved(dir, n);
+        }
+    }
+
+    /// Publishes the memory the inner backend holds now.
+    fn note_memory(&self) {
+        if let (Some(g), Some(bytes)) = (&self.gate, self.inner.mem_used_bytes()) {
+            g.usage().set_memory(bytes);
+        }
+    }
+
+    /// Runs one launch through the gate: kernel time measured since the
+    /// last launch is charged first (asynchronous backends report it as
+    /// kernels complete), then the launch waits for tokens, runs, and is
+    /// charged what the backend measured, or its wall time when the
+    /// backend does not measure (synchronous launches).
+    fn gated(
+        &mut self,
+        run: impl FnOnce(&mut B) -> Result<(), CudaError>,
+    ) -> Result<(), CudaError> {
+        let Some(gate) = self.gate.as_mut() else {
+            return run(&mut self.inner);
+        };
+        let (result, waited_ns) = gated_on(gate, &mut self.inner, run);
+        self.waited_ns = self.waited_ns.saturating_add(waited_ns);
+        result
+    }
+
     /// The wrapped backend, its gate dropped (its board slot freed).
     pub fn into_inner(self) -> B {
         self.inner
     }
 }
 
+/// What [`gated_on`] needs of a backend: its kernel-time measurements.
+trait Measured {
+    fn take_ns(&mut self) -> Option<u64>;
+}
+
+impl<B: Backend + ?Sized> Measured for B {
+    fn take_ns(&mut self) -> Option<u64> {
+        self.take_kernel_ns()
+    }
+}
+
+/// One gated launch on `inner` (see [`Shared::gated`]); returns its result
+/// and the time it waited for tokens, in ns.
+fn gated_on<T: Measured, R: Deref<Target = Board>>(
+    gate: &mut ShareGate<R>,
+    inner: &mut T,
+    run: impl FnOnce(&mut T) -> Result<(), CudaError>,
+) -> (Result<(), CudaError>, u64) {
+    if let Some(ns) = inner.take_ns().filter(|&ns| ns > 0) {
+        gate.charge(ns);
+    }
+    let waited_ns = gate.admit().waited_ns;
+    let start = Instant::now();
+    let result = run(inner);
+    let wall_ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    let kernel_ns = inner.take_ns().unwrap_or(wall_ns);
+    gate.charge(kernel_ns);
+    (result, waited_ns)
+}
+
 impl<B: Backend, R: Deref<Target = Board> + Send> Backend for Shared<B, R> {
     fn device_count(&self) -> Result<u32, CudaError> {
+        self.note(CallKind::Device);
         self.inner.device_count()
     }
     fn device_attribute(&self, device: u32, attribute: u32) -> Result<i32, CudaError> {
+        self.note(CallKind::Device);
         self.inner.device_attribute(device, attribute)
     }
     fn device_name(&self, device: u32) -> Result<&str, CudaError> {
+        self.note(CallKind::Device);
         self.inner.device_name(device)
     }
     fn device_uuid(&self, device: u32) -> Result<[u8; 16], CudaError> {
+        self.note(CallKind::Device);
         self.inner.device_uuid(device)
     }
     fn device_total_mem(&self, device: u32) -> Result<u64, CudaError> {
+        self.note(CallKind::Device);
         self.inner.device_total_mem(device)
     }
     fn mem_get_info(&self) -> Result<MemoryInfo, CudaError> {
+        self.note(CallKind::Device);
         self.inner.mem_get_info()
     }
     fn mem_alloc(&mut self, bytes: u64) -> Result<DevicePtr, CudaError> {
-        self.inner.mem_alloc(bytes)
+        self.note(CallKind::Memory);
+        let r = self.inner.mem_alloc(bytes);
+        self.note_memory();
+        r
     }
     fn mem_free(&mut self, ptr: DevicePtr) -> Result<(), CudaError> {
-        self.inner.mem_free(ptr)
+        self.note(CallKind::Memory);
+        let r = self.inner.mem_free(ptr);
+        self.note_memory();
+        r
+    }
+    fn mem_alloc_pitch(
+        &mut self,
+        width_bytes: u64,
+        height: u64,
+        element_size: u32,
+    ) -> Result<(DevicePtr, u64), CudaError> {
+        self.note(CallKind::Memory);
+        let r = self
+            .inner
+            .mem_alloc_pitch(width_bytes, height, element_size);
+        self.note_memory();
+        r
+    }
+    fn mem_alloc_async(
+        &mut self,
+        bytes: u64,
+        pool: Option<u64>,
+        stream: StreamHandle,
+    ) -> Result<DevicePtr, CudaError> {
+        self.note(CallKind::Memory);
+        let r = self.inner.mem_alloc_async(bytes, pool, stream);
+        self.note_memory();
+        r
+    }
+    fn mem_free_async(&mut self, ptr: DevicePtr, stream: StreamHandle) -> Result<(), CudaError> {
+        self.note(CallKind::Memory);
+        let r = self.inner.mem_free_async(ptr, stream);
+        self.note_memory();
+        r
+    }
+    fn default_mem_pool(&mut self, device: u32) -> Result<u64, CudaError> {
+        self.note(CallKind::Memory);
+        self.inner.default_mem_pool(device)
+    }
+    fn mem_used_bytes(&self) -> Option<u64> {
+        self.inner.mem_used_bytes()
     }
     fn check_range(&self, ptr: DevicePtr, len: u64) -> Result<(), CudaError> {
         self.inner.check_range(ptr, len)
     }
     fn memcpy_htod(&mut self, dst: DevicePtr, src: &[u8], exec: Exec) -> Result<(), CudaError> {
-        self.inner.memcpy_htod(dst, src, exec)
+        self.note(CallKind::Copy);
+        self.inner
+            .memcpy_htod(dst, src, exec)
+            .inspect(|()| self.moved(Direction::HtoD, src.len() as u64))
     }
     fn memcpy_dtoh(&mut self, dst: &mut [u8], src: DevicePtr, exec: Exec) -> Result<(), CudaError> {
-        self.inner.memcpy_dtoh(dst, src, exec)
+        self.note(CallKind::Copy);
+        let n = dst.len() as u64;
+        self.inner
+            .memcpy_dtoh(dst, src, exec)
+            .inspect(|()| self.moved(Direction::DtoH, n))
     }
     fn memcpy_dtod(
         &mut self,
@@ -99,7 +226,10 @@ impl<B: Backend, R: Deref<Target = Board> + Send> Backend for Shared<B, R> {
         len: u64,
         exec: Exec,
     ) -> Result<(), CudaError> {
-        self.inner.memcpy_dtod(dst, src, len, exec)
+        self.note(CallKind::Copy);
+        self.inner
+            .memcpy_dtod(dst, src, len, exec)
+            .inspect(|()| self.moved(Direction::DtoD, len))
     }
     fn memset(
         &mut self,
@@ -109,22 +239,44 @@ impl<B: Backend, R: Deref<Target = Board> + Send> Backend for Shared<B, R> {
         count: u64,
         exec: Exec,
     ) -> Result<(), CudaError> {
+        self.note(CallKind::Memset);
         self.inner.memset(dst, width, value, count, exec)
     }
     fn module_load(&mut self, hash: [u8; 32], image: &[u8]) -> Result<ModuleHandle, CudaError> {
-        self.inner.module_load(hash, image)
+        self.note(CallKind::Module);
+        let r = self.inner.module_load(hash, image);
+        self.note_memory();
+        r
     }
     fn module_load_cached(&mut self, hash: [u8; 32]) -> Result<ModuleHandle, CudaError> {
-        self.inner.module_load_cached(hash)
+        self.note(CallKind::Module);
+        let r = self.inner.module_load_cached(hash);
+        self.note_memory();
+        r
     }
     fn module_unload(&mut self, module: ModuleHandle) -> Result<(), CudaError> {
-        self.inner.module_unload(module)
+        self.note(CallKind::Module);
+        let r = self.inner.module_unload(module);
+        self.note_memory();
+        r
+    }
+    fn module_global(
+        &mut self,
+        module: ModuleHandle,
+        name: &[u8],
+    ) -> Result<(DevicePtr, u64), CudaError> {
+        self.note(CallKind::Module);
+        // A fatbin's global may be charged when first handed out.
+        let r = self.inner.module_global(module, name);
+        self.note_memory();
+        r
     }
     fn function_lookup(
         &mut self,
         module: ModuleHandle,
         name: &[u8],
     ) -> Result<FunctionInfo<'_>, CudaError> {
+        self.note(CallKind::Module);
         self.inner.function_lookup(module, name)
     }
     fn launch(
@@ -134,31 +286,46 @@ impl<B: Backend, R: Deref<Target = Board> + Send> Backend for Shared<B, R> {
         params: &[u8],
         stream: StreamHandle,
     ) -> Result<(), CudaError> {
-        let Some(gate) = self.gate.as_mut() else {
-            return self.inner.launch(function, dims, params, stream);
-        };
-        self.waited_ns = self.waited_ns.saturating_add(gate.admit().waited_ns);
-        let start = Instant::now();
-        let result = self.inner.launch(function, dims, params, stream);
-        let wall_ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let kernel_ns = self.inner.take_kernel_ns().unwrap_or(wall_ns);
-        gate.charge(kernel_ns);
-        result
+        self.note(CallKind::Launch);
+        self.gated(|b| b.launch(function, dims, params, stream))
+    }
+    fn launch_ex(
+        &mut self,
+        function: FunctionHandle,
+        dims: LaunchDims,
+        params: &[u8],
+        attrs: &[LaunchAttr],
+        stream: StreamHandle,
+    ) -> Result<(), CudaError> {
+        self.note(CallKind::Launch);
+        self.gated(|b| b.launch_ex(function, dims, params, attrs, stream))
+    }
+    fn function_attribute(
+        &mut self,
+        function: FunctionHandle,
+        attribute: i32,
+    ) -> Result<i32, CudaError> {
+        self.note(CallKind::Module);
+        self.inner.function_attribute(function, attribute)
     }
     fn take_kernel_ns(&mut self) -> Option<u64> {
         // The gate has consumed the inner backend's measurements.
         None
     }
     fn stream_create(&mut self, flags: u32, priority: i32) -> Result<StreamHandle, CudaError> {
+        self.note(CallKind::Stream);
         self.inner.stream_create(flags, priority)
     }
     fn stream_destroy(&mut self, stream: StreamHandle) -> Result<(), CudaError> {
+        self.note(CallKind::Stream);
         self.inner.stream_destroy(stream)
     }
     fn stream_query(&mut self, stream: StreamHandle) -> Result<(), CudaError> {
+        self.note(CallKind::Stream);
         self.inner.stream_query(stream)
     }
     fn stream_synchronize(&mut self, stream: StreamHandle) -> Result<(), CudaError> {
+        self.note(CallKind::Stream);
         self.inner.stream_synchronize(stream)
     }
     fn stream_wait_event(
@@ -167,33 +334,90 @@ impl<B: Backend, R: Deref<Target = Board> + Send> Backend for Shared<B, R> {
         event: EventHandle,
         flags: u32,
     ) -> Result<(), CudaError> {
+        self.note(CallKind::Stream);
         self.inner.stream_wait_event(stream, event, flags)
     }
     fn event_create(&mut self, flags: u32) -> Result<EventHandle, CudaError> {
+        self.note(CallKind::Event);
         self.inner.event_create(flags)
     }
     fn event_record(&mut self, event: EventHandle, stream: StreamHandle) -> Result<(), CudaError> {
+        self.note(CallKind::Event);
         self.inner.event_record(event, stream)
     }
     fn event_query(&mut self, event: EventHandle) -> Result<(), CudaError> {
+        self.note(CallKind::Event);
         self.inner.event_query(event)
     }
     fn event_synchronize(&mut self, event: EventHandle) -> Result<(), CudaError> {
+        self.note(CallKind::Event);
         self.inner.event_synchronize(event)
     }
     fn event_elapsed_ns(&mut self, start: EventHandle, end: EventHandle) -> Result<u64, CudaError> {
+        self.note(CallKind::Event);
         self.inner.event_elapsed_ns(start, end)
     }
     fn event_destroy(&mut self, event: EventHandle) -> Result<(), CudaError> {
+        self.note(CallKind::Event);
         self.inner.event_destroy(event)
     }
     fn ctx_synchronize(&mut self) -> Result<(), CudaError> {
+        self.note(CallKind::Stream);
         self.inner.ctx_synchronize()
     }
     fn request_devices(&mut self, request: DeviceRequest) -> Result<DeviceGrant, CudaError> {
         self.inner.request_devices(request)
     }
+    fn register_host_arena(&mut self, span: crate::session::HostSpan) -> Result<(), CudaError> {
+        self.inner.register_host_arena(span)
+    }
     fn release_all(&mut self) -> Released {
-        self.inner.release_all()
+        let r = self.inner.release_all();
+        self.note_memory();
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::share::GateConfig;
+
+    /// A backend whose kernels complete later: each take returns the next
+    /// queued measurement.
+    struct Async(std::collections::VecDeque<Option<u64>>);
+
+    impl Measured for Async {
+        fn take_ns(&mut self) -> Option<u64> {
+            self.0.pop_front().flatten()
+        }
+    }
+
+    #[test]
+    fn asynchronous_kernel_time_is_charged_when_measured() {
+        let board = Board::default();
+        let mut gate = ShareGate::new(&board, 5, 500, GateConfig::default()).unwrap();
+        // Launch 1: nothing completed before it; 7 ns measured after.
+        // Launch 2: 100 ns completed meanwhile (charged before admission),
+        // nothing yet after it.
+        let mut b = Async([Some(0), Some(7), Some(100), Some(0)].into());
+        for _ in 0..2 {
+            let (r, _) = gated_on(&mut gate, &mut b, |_| Ok(()));
+            assert_eq!(r, Ok(()));
+        }
+        let used = board.snapshot()[0].used_ns;
+        assert_eq!(used, 107, "measured time only, never the enqueue time");
+        // A backend that does not measure is charged the launch's wall time.
+        let mut sync = Async([None, None].into());
+        let (r, _) = gated_on(&mut gate, &mut sync, |_| {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            Err(CudaError::INVALID_VALUE)
+        });
+        assert_eq!(
+            r,
+            Err(CudaError::INVALID_VALUE),
+            "the result passes through"
+        );
+        assert!(board.snapshot()[0].used_ns >= 107 + 2_000_000);
     }
 }

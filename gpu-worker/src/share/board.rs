@@ -9,6 +9,8 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use super::usage::{Usage, UsageCells};
+
 /// Slots per device board: the most clients one device's share tracks.
 /// A client that finds no free slot runs unthrottled (and is logged).
 pub const SLOTS_MAX: usize = 64;
@@ -29,9 +31,13 @@ pub struct Slot {
     used_ns: AtomicU64,
     /// Launches that waited for tokens.
     waits: AtomicU64,
+    /// Live usage counters (calls, bytes, memory), see [`super::usage`].
+    usage: UsageCells,
 }
 
-const _: () = assert!(std::mem::size_of::<Slot>() == 40);
+/// Bytes of one [`Slot`].
+const SLOT_BYTES: usize = 40 + std::mem::size_of::<UsageCells>();
+const _: () = assert!(std::mem::size_of::<Slot>() == SLOT_BYTES);
 
 /// A device's board: [`SLOTS_MAX`] slots. Valid when all bytes are zero,
 /// so a fresh shared mapping (memfd, `/dev/shm`) is an empty board.
@@ -41,7 +47,7 @@ pub struct Board {
     slots: [Slot; SLOTS_MAX],
 }
 
-const _: () = assert!(std::mem::size_of::<Board>() == 40 * SLOTS_MAX);
+const _: () = assert!(std::mem::size_of::<Board>() == SLOT_BYTES * SLOTS_MAX);
 const _: () = assert!(std::mem::align_of::<Board>() == 8);
 
 /// One slot's use, as `/status` shows it.
@@ -57,6 +63,8 @@ pub struct SlotUse {
     pub waits: u64,
     /// `CLOCK_MONOTONIC` ns of its last launch.
     pub busy_ns: u64,
+    /// Live usage counters.
+    pub usage: Usage,
 }
 
 impl Default for Board {
@@ -83,6 +91,7 @@ impl Board {
         s.busy_ns.store(0, Ordering::Relaxed);
         s.used_ns.store(0, Ordering::Relaxed);
         s.waits.store(0, Ordering::Relaxed);
+        s.usage.reset();
         Some(index)
     }
 
@@ -105,6 +114,7 @@ impl Board {
             if owner != 0 && s.owner.load(Ordering::Acquire) == owner {
                 s.share_milli.store(0, Ordering::Relaxed);
                 s.busy_ns.store(0, Ordering::Relaxed);
+                s.usage.reset();
                 s.owner.store(0, Ordering::Release);
                 n += 1;
             }
@@ -151,7 +161,13 @@ impl Board {
         self.slots[me].share_milli.load(Ordering::Relaxed)
     }
 
-    /// Use of every claimed slot.
+    /// Slot `me`'s usage counters (written by its worker).
+    #[must_use]
+    pub fn usage(&self, me: usize) -> &UsageCells {
+        &self.slots[me].usage
+    }
+
+    /// Every claimed slot's state.
     #[must_use]
     pub fn snapshot(&self) -> Vec<SlotUse> {
         self.slots
@@ -164,6 +180,7 @@ impl Board {
                     used_ns: s.used_ns.load(Ordering::Relaxed),
                     waits: s.waits.load(Ordering::Relaxed),
                     busy_ns: s.busy_ns.load(Ordering::Relaxed),
+                    usage: s.usage.snapshot(),
                 })
             })
             .collect()

@@ -158,6 +158,12 @@ impl<R: Deref<Target = Board>> ShareGate<R> {
         }
     }
 
+    /// This gate's slot usage counters, for live metrics.
+    #[must_use]
+    pub fn usage(&self) -> &super::usage::UsageCells {
+        self.board.usage(self.slot)
+    }
+
     /// After a launch: charges its measured kernel time.
     pub fn charge(&mut self, kernel_ns: u64) {
         self.tokens_ns = self.tokens_ns.saturating_sub(to_i64(kernel_ns));

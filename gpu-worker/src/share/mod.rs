@@ -15,13 +15,16 @@
 //!   charged the measured kernel time; a launch waits, bounded, while the
 //!   bucket is empty and others are busy.
 //! - [`backend`]: [`Shared`], a [`Backend`](crate::Backend) decorator that
-//!   passes every launch through the gate and charges it.
+//!   passes every launch through the gate and charges it, and counts the
+//!   session's live usage ([`usage`]) in its board slot.
 
 pub mod backend;
 pub mod board;
 pub mod clock;
 pub mod gate;
+pub mod usage;
 
 pub use backend::Shared;
 pub use board::{Board, SlotUse, SLOTS_MAX};
 pub use gate::{GateConfig, ShareGate};
+pub use usage::{CallKind, Direction, Usage, UsageCells, CALL_KINDS};

@@ -3,14 +3,11 @@
 
 use std::ffi::{c_int, c_uint, c_void};
 
-use rgpu_proto::{Call, CtxSynchronize, Reply};
-
 use crate::context;
 use crate::cuda_types::{CUcontext, CUdevice, CUresult};
 use crate::driver_api::write_out;
 use crate::entry::with_session;
 use crate::ffi_guard::ffi_guard;
-use crate::remote::session::to_curesult;
 
 /// The API version `cuCtxGetApiVersion` reports (contexts made by the 3.2+ API).
 pub const CTX_API_VERSION: c_uint = 3020;
@@ -195,11 +192,38 @@ pub unsafe extern "C" fn cuCtxSynchronize() -> CUresult {
     ffi_guard("cuCtxSynchronize", || {
         with_session(|s| {
             context::resolve(std::ptr::null_mut())?;
-            s.conn()
-                .sync(&Call::CtxSynchronize(CtxSynchronize {}), |r| {
-                    matches!(r, Reply::CtxSynchronizeReply(_)).then_some(())
-                })
-                .map_err(|e| to_curesult("cuCtxSynchronize", &e))
+            // Also marks the events recorded before it complete (see `entry::stream`).
+            super::stream::ctx_synchronize(s, "cuCtxSynchronize")
+        })
+    })
+}
+
+/// `cuCtxGetDevice_v2` (CUDA 13.0, asked for by 13.x runtimes): device 0 of `ctx`, or of the
+/// current context when `ctx` is null.
+///
+/// # Safety
+/// `device` must be null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cuCtxGetDevice_v2(device: *mut CUdevice, ctx: CUcontext) -> CUresult {
+    ffi_guard("cuCtxGetDevice_v2", || {
+        with_session(|_| {
+            context::resolve(ctx)?;
+            write_out(device, 0)
+        })
+    })
+}
+
+/// `cuCtxSynchronize_v2` (CUDA 13.0, asked for by 13.x runtimes): as [`cuCtxSynchronize`]
+/// for `ctx`, or the current context when `ctx` is null (there is one context per process).
+///
+/// # Safety
+/// No pointer arguments; `unsafe` only because it is a C entry point.
+#[no_mangle]
+pub unsafe extern "C" fn cuCtxSynchronize_v2(ctx: CUcontext) -> CUresult {
+    ffi_guard("cuCtxSynchronize_v2", || {
+        with_session(|s| {
+            context::resolve(ctx)?;
+            super::stream::ctx_synchronize(s, "cuCtxSynchronize_v2")
         })
     })
 }
@@ -223,6 +247,8 @@ pub(super) fn implemented(name: &str, version: u32) -> Option<*const c_void> {
         ("cuCtxGetApiVersion", 3020) => cuCtxGetApiVersion as *const c_void,
         ("cuCtxGetFlags", 7000) => cuCtxGetFlags as *const c_void,
         ("cuCtxSynchronize", 2000) => cuCtxSynchronize as *const c_void,
+        ("cuCtxGetDevice", 13000) => cuCtxGetDevice_v2 as *const c_void,
+        ("cuCtxSynchronize", 13000) => cuCtxSynchronize_v2 as *const c_void,
         _ => return None,
     })
 }

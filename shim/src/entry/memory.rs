@@ -1,37 +1,28 @@
-//! Remote memory calls: allocation, info, copies and memset, each one or more synchronous
-//! round trips on the session's connection.
+//! Remote memory calls: device allocation and info, host↔device copies, memsets, their
+//! async and unified-addressing (`cuMemcpy`) forms.
 //!
-//! Copies travel inline in the call (H2D) or reply (D2H), split into chunks of at most
-//! [`COPY_CHUNK_BYTES`] so that no single frame comes near the protocol's body bound and each
-//! round trip stays short. Zero-copy arena payloads and trailers are a later slice.
+//! Copies are planned by [`crate::remote::copy`]: pinned arena memory goes by reference
+//! (zero copy over shm), pageable memory is staged with several chunks in flight, tcp sends
+//! host-to-device bytes as trailers. Every device allocation is recorded in
+//! [`crate::remote::ranges`] so that `cuMemcpy` can tell device from host pointers.
 
-use std::ffi::{c_uchar, c_void};
+use std::ffi::{c_uchar, c_uint, c_ushort, c_void};
 
 use rgpu_proto::{
-    Call, DevicePtr, MemAlloc, MemFree, MemGetInfo, MemcpyDtoD, MemcpyDtoH, MemcpyHtoD, Memset,
-    MemsetWidth, Payload, Reply,
+    Call, DevicePtr, MemAlloc, MemFree, MemGetInfo, MemcpyDtoD, MemcpyDtoDAsync, MemcpyDtoHAsync,
+    MemcpyHtoDAsync, Memset, MemsetAsync, MemsetWidth, Payload, Reply, StreamHandle,
 };
 
-use crate::cuda_types::{CUdeviceptr, CUresult, CUDA_ERROR_INVALID_VALUE};
+use crate::cuda_types::{CUdeviceptr, CUresult, CUstream, CUDA_ERROR_INVALID_VALUE};
 use crate::driver_api::write_out;
-use crate::entry::with_session;
+use crate::entry::{stream, with_session};
 use crate::ffi_guard::ffi_guard;
 use crate::host_mem::{host_bytes, host_bytes_mut};
 use crate::remote::session::{to_curesult, Session};
-
-/// Largest slice of a copy sent in one call (and asked for in one reply).
-pub const COPY_CHUNK_BYTES: usize = 1 << 20;
-const _: () = assert!(COPY_CHUNK_BYTES as u64 <= rgpu_proto::MAX_INLINE_BYTES as u64);
+use crate::remote::{copy, pinned, ranges};
 
 fn to_u64(n: usize) -> Result<u64, CUresult> {
     u64::try_from(n).map_err(|_| CUDA_ERROR_INVALID_VALUE)
-}
-
-/// Device address `base + offset`, refusing wrap-around.
-fn offset(base: CUdeviceptr, offset: usize) -> Result<DevicePtr, CUresult> {
-    base.checked_add(to_u64(offset)?)
-        .map(DevicePtr)
-        .ok_or(CUDA_ERROR_INVALID_VALUE)
 }
 
 /// `cuMemAlloc_v2`.
@@ -55,6 +46,7 @@ pub unsafe extern "C" fn cuMemAlloc_v2(dptr: *mut CUdeviceptr, bytes: usize) -> 
                     _ => None,
                 })
                 .map_err(|e| to_curesult("cuMemAlloc_v2", &e))?;
+            ranges::device_insert(ptr.0, bytes as u64);
             write_out(dptr, ptr.0)
         })
     })
@@ -75,7 +67,9 @@ pub unsafe extern "C" fn cuMemFree_v2(dptr: CUdeviceptr) -> CUresult {
                     }),
                     |r| matches!(r, Reply::MemFreeReply(_)).then_some(()),
                 )
-                .map_err(|e| to_curesult("cuMemFree_v2", &e))
+                .map_err(|e| to_curesult("cuMemFree_v2", &e))?;
+            ranges::device_remove(dptr);
+            Ok(())
         })
     })
 }
@@ -102,43 +96,114 @@ pub unsafe extern "C" fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) ->
     })
 }
 
-fn h2d(s: &Session, dst: CUdeviceptr, src: &[u8]) -> Result<(), CUresult> {
-    let mut conn = s.conn();
-    for (i, chunk) in src.chunks(COPY_CHUNK_BYTES).enumerate() {
-        let call = Call::MemcpyHtoD(MemcpyHtoD {
-            dst: offset(dst, i * COPY_CHUNK_BYTES)?,
-            src: Payload::Inline(chunk),
-        });
-        conn.sync(&call, |r| {
-            matches!(r, Reply::MemcpyHtoDReply(_)).then_some(())
-        })
-        .map_err(|e| to_curesult("cuMemcpyHtoD_v2", &e))?;
-    }
-    Ok(())
+/// Where one side of a copy lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// Inside a device allocation the shim tracks.
+    Device,
+    /// Pinned arena memory at this arena offset (shm only).
+    Arena(u64),
+    /// Any other host memory (pageable, registered, or pinned without an arena).
+    Host,
 }
 
-fn d2h(s: &Session, dst: &mut [u8], src: CUdeviceptr) -> Result<(), CUresult> {
-    let mut conn = s.conn();
-    for (i, chunk) in dst.chunks_mut(COPY_CHUNK_BYTES).enumerate() {
-        let call = Call::MemcpyDtoH(MemcpyDtoH {
-            src: offset(src, i * COPY_CHUNK_BYTES)?,
-            len: to_u64(chunk.len())?,
-            dst: rgpu_proto::Dest::Inline,
-        });
-        conn.sync(&call, |r| match r {
-            // A reply of the wrong length is a peer error, reported as an unexpected reply.
-            Reply::MemcpyDtoHReply(d) => match d.data {
-                Payload::Inline(bytes) if bytes.len() == chunk.len() => {
-                    chunk.copy_from_slice(bytes);
-                    Some(())
-                }
-                _ => None,
-            },
-            _ => None,
-        })
-        .map_err(|e| to_curesult("cuMemcpyDtoH_v2", &e))?;
+/// Classifies `[addr, addr + len)`: a tracked device allocation wins, then pinned arena
+/// memory (when `arena` is true, i.e. over shm), else host memory.
+fn side_of(addr: u64, len: usize, arena: bool) -> Side {
+    if ranges::device_find(addr).is_some() {
+        return Side::Device;
     }
-    Ok(())
+    if arena {
+        if let Some(off) = pinned::find_span(addr, len as u64)
+            .and_then(|hit| pinned::Region::arena_offset(&hit, addr))
+        {
+            return Side::Arena(off);
+        }
+    }
+    Side::Host
+}
+
+/// Host-to-device copy on `stream` from `src` (any host memory).
+pub(crate) fn copy_htod(
+    s: &Session,
+    stream: StreamHandle,
+    dst: CUdeviceptr,
+    src: *const c_void,
+    bytes: usize,
+) -> Result<(), CUresult> {
+    if bytes == 0 {
+        return Ok(());
+    }
+    let mut conn = s.conn();
+    if let Side::Arena(off) = side_of(src as u64, bytes, conn.is_shm()) {
+        return copy::htod_arena(&mut conn, stream, dst, off, bytes);
+    }
+    copy::htod(&mut conn, stream, dst, host_bytes(src, bytes)?)
+}
+
+/// Device-to-host copy on `stream` into `dst` (any host memory).
+pub(crate) fn copy_dtoh(
+    s: &Session,
+    stream: StreamHandle,
+    dst: *mut c_void,
+    src: CUdeviceptr,
+    bytes: usize,
+) -> Result<(), CUresult> {
+    if bytes == 0 {
+        return Ok(());
+    }
+    let mut conn = s.conn();
+    if let Side::Arena(off) = side_of(dst as u64, bytes, conn.is_shm()) {
+        return copy::dtoh_arena(&mut conn, stream, off, src, bytes);
+    }
+    copy::dtoh(&mut conn, stream, host_bytes_mut(dst, bytes)?, src)
+}
+
+/// Device-to-device copy on `stream`, one call.
+pub(crate) fn copy_dtod(
+    s: &Session,
+    stream: StreamHandle,
+    dst: CUdeviceptr,
+    src: CUdeviceptr,
+    bytes: usize,
+) -> Result<(), CUresult> {
+    let call = Call::MemcpyDtoD(MemcpyDtoD {
+        dst: DevicePtr(dst),
+        src: DevicePtr(src),
+        len: to_u64(bytes)?,
+    });
+    s.conn()
+        .sync_on(&call, stream, |r| {
+            matches!(r, Reply::MemcpyDtoDReply(_)).then_some(())
+        })
+        .map_err(|e| to_curesult("cuMemcpyDtoD_v2", &e))
+}
+
+/// Unified addressing: the direction of `cuMemcpy` from the known ranges of both sides.
+fn copy_any(
+    s: &Session,
+    stream: StreamHandle,
+    dst: CUdeviceptr,
+    src: CUdeviceptr,
+    bytes: usize,
+) -> Result<(), CUresult> {
+    if bytes == 0 {
+        return Ok(());
+    }
+    let dst_dev = ranges::device_find(dst).is_some();
+    let src_dev = ranges::device_find(src).is_some();
+    match (dst_dev, src_dev) {
+        (true, true) => copy_dtod(s, stream, dst, src, bytes),
+        (true, false) => copy_htod(s, stream, dst, src as *const c_void, bytes),
+        (false, true) => copy_dtoh(s, stream, dst as *mut c_void, src, bytes),
+        (false, false) => {
+            // Host to host, as the driver does for two host pointers; both ranges checked.
+            let from = host_bytes(src as *const c_void, bytes)?;
+            let to = host_bytes_mut(dst as *mut c_void, bytes)?;
+            to.copy_from_slice(from);
+            Ok(())
+        }
+    }
 }
 
 /// `cuMemcpyHtoD_v2` (also answers the `_ptds` row).
@@ -152,7 +217,7 @@ pub unsafe extern "C" fn cuMemcpyHtoD_v2(
     bytes: usize,
 ) -> CUresult {
     ffi_guard("cuMemcpyHtoD_v2", || {
-        with_session(|s| h2d(s, dst, host_bytes(src, bytes)?))
+        with_session(|s| copy_htod(s, StreamHandle(0), dst, src, bytes))
     })
 }
 
@@ -167,7 +232,7 @@ pub unsafe extern "C" fn cuMemcpyDtoH_v2(
     bytes: usize,
 ) -> CUresult {
     ffi_guard("cuMemcpyDtoH_v2", || {
-        with_session(|s| d2h(s, host_bytes_mut(dst, bytes)?, src))
+        with_session(|s| copy_dtoh(s, StreamHandle(0), dst, src, bytes))
     })
 }
 
@@ -182,42 +247,273 @@ pub unsafe extern "C" fn cuMemcpyDtoD_v2(
     bytes: usize,
 ) -> CUresult {
     ffi_guard("cuMemcpyDtoD_v2", || {
-        with_session(|s| {
-            let call = Call::MemcpyDtoD(MemcpyDtoD {
-                dst: DevicePtr(dst),
-                src: DevicePtr(src),
-                len: to_u64(bytes)?,
-            });
-            s.conn()
-                .sync(&call, |r| {
-                    matches!(r, Reply::MemcpyDtoDReply(_)).then_some(())
-                })
-                .map_err(|e| to_curesult("cuMemcpyDtoD_v2", &e))
-        })
+        with_session(|s| copy_dtod(s, StreamHandle(0), dst, src, bytes))
     })
 }
 
-/// `cuMemsetD8_v2`.
+/// `cuMemcpy` (unified addressing; also answers the `_ptds` row).
+///
+/// # Safety
+/// A side that is not a tracked device allocation must address `bytes` host bytes.
+#[no_mangle]
+pub unsafe extern "C" fn cuMemcpy(dst: CUdeviceptr, src: CUdeviceptr, bytes: usize) -> CUresult {
+    ffi_guard("cuMemcpy", || {
+        with_session(|s| copy_any(s, StreamHandle(0), dst, src, bytes))
+    })
+}
+
+/// The stream an async entry point addresses (`per_thread`: a `_ptsz` row).
+fn stream_for(h: CUstream, per_thread: bool) -> Result<StreamHandle, CUresult> {
+    if per_thread {
+        stream::stream_key_per_thread(h)
+    } else {
+        stream::stream_key(h)
+    }
+}
+
+/// Submits an async call on `stream` without waiting.
+fn submit_async(s: &Session, call: &Call<'_>, stream: StreamHandle) -> Result<(), CUresult> {
+    let name = call.name();
+    s.conn()
+        .submit_async(call, stream)
+        .map_err(|e| to_curesult(name, &e))
+}
+
+fn htod_async(
+    dst: CUdeviceptr,
+    src: *const c_void,
+    bytes: usize,
+    h: CUstream,
+    per_thread: bool,
+) -> CUresult {
+    with_session(|s| {
+        let stream = stream_for(h, per_thread)?;
+        if bytes == 0 {
+            return Ok(());
+        }
+        let arena = s.conn().is_shm();
+        if let Side::Arena(off) = side_of(src as u64, bytes, arena) {
+            // Stream-ordered and truly async: the worker reads the pinned pages when the
+            // copy's turn comes; the application keeps them unchanged until then (CUDA's rule).
+            let call = Call::MemcpyHtoDAsync(MemcpyHtoDAsync {
+                dst: DevicePtr(dst),
+                src: Payload::Arena {
+                    offset: off,
+                    len: to_u64(bytes)?,
+                },
+            });
+            return submit_async(s, &call, stream);
+        }
+        // Pageable (or no arena): staged synchronously, in order on the stream, as CUDA
+        // does for pageable sources.
+        copy_htod(s, stream, dst, src, bytes)
+    })
+}
+
+fn dtoh_async(
+    dst: *mut c_void,
+    src: CUdeviceptr,
+    bytes: usize,
+    h: CUstream,
+    per_thread: bool,
+) -> CUresult {
+    with_session(|s| {
+        let stream = stream_for(h, per_thread)?;
+        if bytes == 0 {
+            return Ok(());
+        }
+        let arena = s.conn().is_shm();
+        if let Side::Arena(off) = side_of(dst as u64, bytes, arena) {
+            let call = Call::MemcpyDtoHAsync(MemcpyDtoHAsync {
+                src: DevicePtr(src),
+                len: to_u64(bytes)?,
+                arena_offset: off,
+            });
+            return submit_async(s, &call, stream);
+        }
+        // Into pageable memory the copy is synchronous, as CUDA's is.
+        copy_dtoh(s, stream, dst, src, bytes)
+    })
+}
+
+fn dtod_async(
+    dst: CUdeviceptr,
+    src: CUdeviceptr,
+    bytes: usize,
+    h: CUstream,
+    per_thread: bool,
+) -> CUresult {
+    with_session(|s| {
+        let stream = stream_for(h, per_thread)?;
+        let call = Call::MemcpyDtoDAsync(MemcpyDtoDAsync {
+            dst: DevicePtr(dst),
+            src: DevicePtr(src),
+            len: to_u64(bytes)?,
+        });
+        submit_async(s, &call, stream)
+    })
+}
+
+fn any_async(
+    dst: CUdeviceptr,
+    src: CUdeviceptr,
+    bytes: usize,
+    h: CUstream,
+    per_thread: bool,
+) -> CUresult {
+    let dst_dev = ranges::device_find(dst).is_some();
+    let src_dev = ranges::device_find(src).is_some();
+    match (dst_dev, src_dev) {
+        (true, true) => dtod_async(dst, src, bytes, h, per_thread),
+        (true, false) => htod_async(dst, src as *const c_void, bytes, h, per_thread),
+        (false, true) => dtoh_async(dst as *mut c_void, src, bytes, h, per_thread),
+        (false, false) => with_session(|s| {
+            let stream = stream_for(h, per_thread)?;
+            // Host to host is done now; earlier work on the stream is not waited for.
+            copy_any(s, stream, dst, src, bytes)
+        }),
+    }
+}
+
+macro_rules! async_copy_entries {
+    ($(#[$doc:meta] $name:ident, $ptsz:ident, $imp:ident, ($($arg:ident: $ty:ty),*);)*) => {$(
+        #[$doc]
+        ///
+        /// # Safety
+        /// Host pointers must address `bytes` bytes that stay valid (and, for pinned memory,
+        /// unchanged or unread) until the stream reaches the copy.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($arg: $ty,)* bytes: usize, h: CUstream) -> CUresult {
+            ffi_guard(stringify!($name), || $imp($($arg,)* bytes, h, false))
+        }
+
+        #[$doc]
+        /// Per-thread default stream variant.
+        ///
+        /// # Safety
+        /// As the legacy variant.
+        #[no_mangle]
+        pub unsafe extern "C" fn $ptsz($($arg: $ty,)* bytes: usize, h: CUstream) -> CUresult {
+            ffi_guard(stringify!($ptsz), || $imp($($arg,)* bytes, h, true))
+        }
+    )*};
+}
+
+async_copy_entries! {
+    /// `cuMemcpyHtoDAsync_v2`.
+    cuMemcpyHtoDAsync_v2, cuMemcpyHtoDAsync_v2_ptsz, htod_async, (dst: CUdeviceptr, src: *const c_void);
+    /// `cuMemcpyDtoHAsync_v2`.
+    cuMemcpyDtoHAsync_v2, cuMemcpyDtoHAsync_v2_ptsz, dtoh_async, (dst: *mut c_void, src: CUdeviceptr);
+    /// `cuMemcpyDtoDAsync_v2`.
+    cuMemcpyDtoDAsync_v2, cuMemcpyDtoDAsync_v2_ptsz, dtod_async, (dst: CUdeviceptr, src: CUdeviceptr);
+    /// `cuMemcpyAsync` (unified addressing).
+    cuMemcpyAsync, cuMemcpyAsync_ptsz, any_async, (dst: CUdeviceptr, src: CUdeviceptr);
+}
+
+fn memset(
+    dst: CUdeviceptr,
+    width: MemsetWidth,
+    value: u32,
+    count: usize,
+    stream: Option<(CUstream, bool)>,
+) -> CUresult {
+    with_session(|s| {
+        let count = to_u64(count)?;
+        match stream {
+            None => {
+                let call = Call::Memset(Memset {
+                    dst: DevicePtr(dst),
+                    width,
+                    value,
+                    count,
+                });
+                let name = call.name();
+                s.conn()
+                    .sync(&call, |r| matches!(r, Reply::MemsetReply(_)).then_some(()))
+                    .map_err(|e| to_curesult(name, &e))
+            }
+            Some((h, per_thread)) => {
+                let stream = stream_for(h, per_thread)?;
+                let call = Call::MemsetAsync(MemsetAsync {
+                    dst: DevicePtr(dst),
+                    width,
+                    value,
+                    count,
+                });
+                submit_async(s, &call, stream)
+            }
+        }
+    })
+}
+
+/// `cuMemsetD8_v2` (also answers the `_ptds` row).
 ///
 /// # Safety
 /// No host pointers; `unsafe` only because it is a C entry point.
 #[no_mangle]
 pub unsafe extern "C" fn cuMemsetD8_v2(dst: CUdeviceptr, value: c_uchar, count: usize) -> CUresult {
     ffi_guard("cuMemsetD8_v2", || {
-        with_session(|s| {
-            let call = Call::Memset(Memset {
-                dst: DevicePtr(dst),
-                width: MemsetWidth::D8,
-                value: u32::from(value),
-                count: to_u64(count)?,
-            });
-            s.conn()
-                .sync(&call, |r| matches!(r, Reply::MemsetReply(_)).then_some(()))
-                .map_err(|e| to_curesult("cuMemsetD8_v2", &e))
-        })
+        memset(dst, MemsetWidth::D8, u32::from(value), count, None)
     })
 }
 
+/// `cuMemsetD16_v2` (also answers the `_ptds` row).
+///
+/// # Safety
+/// No host pointers; `unsafe` only because it is a C entry point.
+#[no_mangle]
+pub unsafe extern "C" fn cuMemsetD16_v2(
+    dst: CUdeviceptr,
+    value: c_ushort,
+    count: usize,
+) -> CUresult {
+    ffi_guard("cuMemsetD16_v2", || {
+        memset(dst, MemsetWidth::D16, u32::from(value), count, None)
+    })
+}
+
+/// `cuMemsetD32_v2` (also answers the `_ptds` row).
+///
+/// # Safety
+/// No host pointers; `unsafe` only because it is a C entry point.
+#[no_mangle]
+pub unsafe extern "C" fn cuMemsetD32_v2(dst: CUdeviceptr, value: c_uint, count: usize) -> CUresult {
+    ffi_guard("cuMemsetD32_v2", || {
+        memset(dst, MemsetWidth::D32, value, count, None)
+    })
+}
+
+macro_rules! async_memset_entries {
+    ($(#[$doc:meta] $name:ident, $ptsz:ident, $width:expr, $ty:ty;)*) => {$(
+        #[$doc]
+        ///
+        /// # Safety
+        /// No host pointers; `unsafe` only because it is a C entry point.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(dst: CUdeviceptr, value: $ty, count: usize, h: CUstream) -> CUresult {
+            ffi_guard(stringify!($name), || memset(dst, $width, u32::from(value), count, Some((h, false))))
+        }
+
+        #[$doc]
+        /// Per-thread default stream variant.
+        ///
+        /// # Safety
+        /// No host pointers; `unsafe` only because it is a C entry point.
+        #[no_mangle]
+        pub unsafe extern "C" fn $ptsz(dst: CUdeviceptr, value: $ty, count: usize, h: CUstream) -> CUresult {
+            ffi_guard(stringify!($ptsz), || memset(dst, $width, u32::from(value), count, Some((h, true))))
+        }
+    )*};
+}
+
+async_memset_entries! {
+    /// `cuMemsetD8Async`.
+    cuMemsetD8Async, cuMemsetD8Async_ptsz, MemsetWidth::D8, c_uchar;
+    /// `cuMemsetD16Async`.
+    cuMemsetD16Async, cuMemsetD16Async_ptsz, MemsetWidth::D16, c_ushort;
+    /// `cuMemsetD32Async`.
+    cuMemsetD32Async, cuMemsetD32Async_ptsz, MemsetWidth::D32, c_uint;
+}
 pub(super) fn implemented(name: &str, version: u32) -> Option<*const c_void> {
     Some(match (name, version) {
         ("cuMemAlloc", 3020) => cuMemAlloc_v2 as *const c_void,
@@ -226,7 +522,24 @@ pub(super) fn implemented(name: &str, version: u32) -> Option<*const c_void> {
         ("cuMemcpyHtoD", 3020 | 7000) => cuMemcpyHtoD_v2 as *const c_void,
         ("cuMemcpyDtoH", 3020 | 7000) => cuMemcpyDtoH_v2 as *const c_void,
         ("cuMemcpyDtoD", 3020 | 7000) => cuMemcpyDtoD_v2 as *const c_void,
+        ("cuMemcpy", 4000 | 7000) => cuMemcpy as *const c_void,
+        ("cuMemcpyHtoDAsync", 3020) => cuMemcpyHtoDAsync_v2 as *const c_void,
+        ("cuMemcpyHtoDAsync", 7000) => cuMemcpyHtoDAsync_v2_ptsz as *const c_void,
+        ("cuMemcpyDtoHAsync", 3020) => cuMemcpyDtoHAsync_v2 as *const c_void,
+        ("cuMemcpyDtoHAsync", 7000) => cuMemcpyDtoHAsync_v2_ptsz as *const c_void,
+        ("cuMemcpyDtoDAsync", 3020) => cuMemcpyDtoDAsync_v2 as *const c_void,
+        ("cuMemcpyDtoDAsync", 7000) => cuMemcpyDtoDAsync_v2_ptsz as *const c_void,
+        ("cuMemcpyAsync", 4000) => cuMemcpyAsync as *const c_void,
+        ("cuMemcpyAsync", 7000) => cuMemcpyAsync_ptsz as *const c_void,
         ("cuMemsetD8", 3020 | 7000) => cuMemsetD8_v2 as *const c_void,
+        ("cuMemsetD16", 3020 | 7000) => cuMemsetD16_v2 as *const c_void,
+        ("cuMemsetD32", 3020 | 7000) => cuMemsetD32_v2 as *const c_void,
+        ("cuMemsetD8Async", 3020) => cuMemsetD8Async as *const c_void,
+        ("cuMemsetD8Async", 7000) => cuMemsetD8Async_ptsz as *const c_void,
+        ("cuMemsetD16Async", 3020) => cuMemsetD16Async as *const c_void,
+        ("cuMemsetD16Async", 7000) => cuMemsetD16Async_ptsz as *const c_void,
+        ("cuMemsetD32Async", 3020) => cuMemsetD32Async as *const c_void,
+        ("cuMemsetD32Async", 7000) => cuMemsetD32Async_ptsz as *const c_void,
         _ => return None,
     })
 }
@@ -236,9 +549,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn device_offsets_refuse_wraparound() {
-        assert_eq!(offset(0x1000, 16), Ok(DevicePtr(0x1010)));
-        assert_eq!(offset(u64::MAX, 1), Err(CUDA_ERROR_INVALID_VALUE));
+    fn sides_resolve_device_then_host() {
+        let base = 0x5eed_0000_0000;
+        ranges::device_insert(base, 1 << 20);
+        assert_eq!(side_of(base + 10, 4, true), Side::Device);
+        assert_eq!(side_of(base + (1 << 20), 4, true), Side::Host);
+        let p = pinned::alloc(None, 4096, 0).unwrap();
+        // Local pinned memory (no arena) is host memory for copies.
+        assert_eq!(side_of(p as u64, 4096, true), Side::Host);
+        pinned::free(None, p).unwrap();
+        ranges::device_remove(base);
+        assert_eq!(side_of(base + 10, 4, false), Side::Host);
     }
 
     #[test]

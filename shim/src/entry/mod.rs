@@ -1,13 +1,21 @@
 //! The driver entry points answered beyond initialisation, grouped by call class:
-//! [`device`], [`context`] and [`module`] are answered locally, [`memory`] remotely.
+//! [`device`] and [`context`] are answered locally, [`memory`] and [`module`] (loads, lookups)
+//! remotely, [`launch`] as async calls.
 //!
 //! [`implemented`] maps `cuGetProcAddress` rows (name, ABI version) to these functions; every
 //! row it does not name keeps its refusing stub.
 
+pub mod alloc_ext;
+pub mod capture;
 pub mod context;
+pub mod copy2d;
 pub mod device;
+pub mod event;
+pub mod host;
+pub mod launch;
 pub mod memory;
 pub mod module;
+pub mod stream;
 
 use std::ffi::c_void;
 
@@ -39,5 +47,23 @@ pub(crate) fn implemented(name: &str, version: u32) -> Option<*const c_void> {
     device::implemented(name, version)
         .or_else(|| context::implemented(name, version))
         .or_else(|| memory::implemented(name, version))
+        .or_else(|| alloc_ext::implemented(name, version))
+        .or_else(|| host::implemented(name, version))
+        .or_else(|| copy2d::implemented(name, version))
         .or_else(|| module::implemented(name, version))
+        .or_else(|| stream::implemented(name, version))
+        .or_else(|| event::implemented(name, version))
+        .or_else(|| capture::implemented(name, version))
+        .or_else(|| launch::implemented(name, version))
+}
+
+/// The shim's function for a per-thread-default-stream (`_ptsz`/`_ptds`) row, if it has a
+/// distinct one (there the null stream means the calling thread's per-thread stream; see
+/// [`stream`]). Rows not named here fall back to [`implemented`].
+pub(crate) fn implemented_per_thread(name: &str, version: u32) -> Option<*const c_void> {
+    stream::implemented_per_thread(name, version)
+        .or_else(|| alloc_ext::implemented_per_thread(name, version))
+        .or_else(|| event::implemented_per_thread(name, version))
+        .or_else(|| capture::implemented_per_thread(name, version))
+        .or_else(|| launch::implemented_per_thread(name, version))
 }

@@ -5,13 +5,18 @@
 //! shim serves a table only where it can keep the table's promises:
 //!
 //! * CUDART_INTERFACE (`6bd5fb6c-…`, 13 slots in 12.x/13.x): required, or the runtime fails
-//!   its first call. Every function slot is a stub that logs once and returns
-//!   `CUDA_ERROR_NOT_SUPPORTED` until the remote slice implements it.
+//!   its first call. Slot 2 (primary context) and slots 1, 6 and 8 (a fatbin loaded as a
+//!   module, `runtime_slots`) are served; the other function slots are stubs that log once
+//!   and return `CUDA_ERROR_NOT_SUPPORTED`.
 //! * INTEGRITY_CHECK (`d4082055-…`, 3 slots): slot 1 answers the runtime's check.
 //! * `f8cff951-…`: answering it successfully makes cudart skip its normal bootstrap and
-//!   expect the CUDA 13 requirements tables, so it is reported as not found.
+//!   expect the CUDA 13 requirements tables, so it is reported as not found; the 13.x
+//!   runtimes then take the classic bootstrap (`cuda13`).
+//! * TOOLS_CONTEXT (`21318c60-…`, 94 slots): required by the 13.5 runtime after `cuInit`;
+//!   served with refusing stubs (`cuda13`).
 //! * Anything else: not found, logged once per id; never a fake table.
 
+pub mod cuda13;
 pub mod integrity;
 mod runtime_slots;
 
@@ -117,18 +122,21 @@ const TLS: usize = 2;
 const HOOKS: usize = 3;
 const CLS: usize = 4;
 const CHECKS: usize = 5;
-const TABLE_NAMES: [&str; 6] = [
+const TOOLS_CTX: usize = 6;
+const TABLE_NAMES: [&str; 7] = [
     "CUDART_INTERFACE",
     "INTEGRITY_CHECK",
     "TOOLS_TLS",
     "TOOLS_RUNTIME_CALLBACK_HOOKS",
     "CONTEXT_LOCAL_STORAGE",
     "CONTEXT_CHECKS",
+    "TOOLS_CONTEXT",
 ];
 /// Largest slot count of any served table (bounds the "logged" flags).
-const SLOTS_MAX: usize = CUDART_INTERFACE_SLOTS;
+const SLOTS_MAX: usize = cuda13::TOOLS_CONTEXT_SLOTS;
 const _: () = assert!(
-    INTEGRITY_CHECK_SLOTS <= SLOTS_MAX
+    CUDART_INTERFACE_SLOTS <= SLOTS_MAX
+        && INTEGRITY_CHECK_SLOTS <= SLOTS_MAX
         && TOOLS_TLS_SLOTS <= SLOTS_MAX
         && TOOLS_HOOKS_SLOTS <= SLOTS_MAX
         && CONTEXT_LOCAL_STORAGE_SLOTS <= SLOTS_MAX
@@ -159,18 +167,18 @@ const fn code(f: extern "C" fn() -> CUresult) -> *const c_void {
 /// The CUDART_INTERFACE table.
 pub static CUDART_TABLE: Table<CUDART_INTERFACE_SLOTS> = Table([
     size_slot(CUDART_INTERFACE_SLOTS),
-    code(slot_stub::<CUDART, 1>),
+    runtime_slots::cudart_module_from_fatbin as *const c_void,
     runtime_slots::cudart_primary_context as *const c_void,
     code(slot_stub::<CUDART, 3>),
     code(slot_stub::<CUDART, 4>),
     code(slot_stub::<CUDART, 5>),
-    code(slot_stub::<CUDART, 6>),
+    runtime_slots::cudart_module_from_fatbin_ext1 as *const c_void,
     code(slot_stub::<CUDART, 7>),
-    code(slot_stub::<CUDART, 8>),
+    runtime_slots::cudart_module_from_fatbin_ext2 as *const c_void,
     code(slot_stub::<CUDART, 9>),
     code(slot_stub::<CUDART, 10>),
     code(slot_stub::<CUDART, 11>),
-    code(slot_stub::<CUDART, 12>),
+    cuda13::load_compilers as *const c_void,
 ]);
 
 /// The INTEGRITY_CHECK table.
@@ -295,6 +303,8 @@ pub fn lookup(id: &CUuuid) -> ExportLookup {
         ExportLookup::Table(CONTEXT_LOCAL_STORAGE_TABLE.as_ptr())
     } else if *id == CONTEXT_CHECKS {
         ExportLookup::Table(CONTEXT_CHECKS_TABLE.as_ptr())
+    } else if *id == cuda13::TOOLS_CONTEXT {
+        ExportLookup::Table(cuda13::tools_context())
     } else if *id == BOOTSTRAP_BYPASS {
         ExportLookup::NotFound { known: true }
     } else {
@@ -351,6 +361,7 @@ mod tests {
             (TOOLS_RUNTIME_CALLBACK_HOOKS, TOOLS_HOOKS_TABLE.as_ptr()),
             (CONTEXT_LOCAL_STORAGE, CONTEXT_LOCAL_STORAGE_TABLE.as_ptr()),
             (CONTEXT_CHECKS, CONTEXT_CHECKS_TABLE.as_ptr()),
+            (cuda13::TOOLS_CONTEXT, cuda13::tools_context()),
         ] {
             assert_eq!(lookup(&id), ExportLookup::Table(table), "{}", id_text(&id));
         }

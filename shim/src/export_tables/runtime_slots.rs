@@ -1,12 +1,13 @@
 //! The private-table functions the CUDA runtime calls once `cuInit` succeeds: its primary
-//! context (CUDART_INTERFACE slot 2), the tools-hook buffers, context-local storage and the
-//! context check. Slot meanings come from ZLUDA's `dark_api` (see `docs/shim.md`).
+//! context (CUDART_INTERFACE slot 2), fatbin registration as modules (slots 1, 6 and 8), the
+//! tools-hook buffers, context-local storage and the context check. Slot meanings come from
+//! ZLUDA's `dark_api` (see `docs/shim.md`).
 
 use std::cell::UnsafeCell;
 use std::ffi::c_void;
 
 use crate::context;
-use crate::cuda_types::{CUcontext, CUdevice, CUresult, CUDA_SUCCESS};
+use crate::cuda_types::{CUcontext, CUdevice, CUmodule, CUresult, CUDA_SUCCESS};
 use crate::driver_api::write_out;
 use crate::ffi_guard::ffi_guard;
 
@@ -40,6 +41,61 @@ pub(super) extern "C" fn cudart_primary_context(pctx: *mut CUcontext, dev: CUdev
                 .and_then(|()| write_out(pctx, context::primary())),
         )
     })
+}
+
+/// CUDART_INTERFACE slot 1: loads the fatbin a `__fatBinC_Wrapper_t` names (what
+/// `__cudaRegisterFatBinary` received) as a module.
+pub(super) extern "C" fn cudart_module_from_fatbin(
+    module: *mut CUmodule,
+    fatbinc_wrapper: *const c_void,
+) -> CUresult {
+    ffi_guard("CUDART_INTERFACE[1]", || {
+        crate::entry::module::load_into("CUDART_INTERFACE[1]", module, fatbinc_wrapper)
+    })
+}
+
+/// CUDART_INTERFACE slot 6: slot 1 with three more arguments whose meaning is not known
+/// (ZLUDA's notes see them null/zero in practice); they are logged when not.
+pub(super) extern "C" fn cudart_module_from_fatbin_ext1(
+    module: *mut CUmodule,
+    fatbinc_wrapper: *const c_void,
+    arg3: *mut c_void,
+    arg4: *mut c_void,
+    arg5: u32,
+) -> CUresult {
+    ffi_guard("CUDART_INTERFACE[6]", || {
+        log_unknown_args("CUDART_INTERFACE[6]", arg3, arg4, arg5);
+        crate::entry::module::load_into("CUDART_INTERFACE[6]", module, fatbinc_wrapper)
+    })
+}
+
+/// CUDART_INTERFACE slot 8: as slot 6, but given the fatbin container itself (argument
+/// order swapped).
+pub(super) extern "C" fn cudart_module_from_fatbin_ext2(
+    fatbin: *const c_void,
+    module: *mut CUmodule,
+    arg3: *mut c_void,
+    arg4: *mut c_void,
+    arg5: u32,
+) -> CUresult {
+    ffi_guard("CUDART_INTERFACE[8]", || {
+        log_unknown_args("CUDART_INTERFACE[8]", arg3, arg4, arg5);
+        crate::entry::module::load_into("CUDART_INTERFACE[8]", module, fatbin)
+    })
+}
+
+fn log_unknown_args(slot: &'static str, arg3: *mut c_void, arg4: *mut c_void, arg5: u32) {
+    if (!arg3.is_null() || !arg4.is_null() || arg5 != 0)
+        && crate::logging::once_per_name("cudart-slot-args", slot)
+    {
+        tracing::warn!(
+            slot,
+            ?arg3,
+            ?arg4,
+            arg5,
+            "rgpu shim: fatbin slot called with arguments of unknown meaning; ignored"
+        );
+    }
 }
 
 fn hand_out<const N: usize>(

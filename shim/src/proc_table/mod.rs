@@ -11,8 +11,8 @@ mod entries;
 pub(crate) use entries::ENTRIES;
 pub use entries::ENTRY_COUNT;
 
-// The generator read the whole header set (12.9 declares over 600 variants).
-const _: () = assert!(ENTRY_COUNT > 600);
+// The generator read the whole header set (12.9 declares over 600 variants, 13.5 over 700).
+const _: () = assert!(ENTRY_COUNT > 700);
 
 use crate::cuda_types::{CUresult, CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM};
 
@@ -170,6 +170,33 @@ mod tests {
         assert_eq!((e.version, e.stream), (11030, Stream::PerThreadSz));
         let e = found("cuStreamGetCaptureInfo", 12090, flag);
         assert_eq!((e.version, e.stream), (12030, Stream::PerThreadSz));
+    }
+
+    #[test]
+    fn the_reported_driver_version_is_the_newest_row() {
+        // `cuDriverGetVersion` claims the version of the newest headers the table came from.
+        let newest = ENTRIES.iter().map(|e| e.version).max();
+        assert_eq!(
+            newest,
+            Some(crate::cuda_types::DRIVER_VERSION.unsigned_abs())
+        );
+    }
+
+    #[test]
+    fn serves_the_13x_runtime_requests() {
+        // New in 13.0 with a changed ABI: the 13.x runtime asks at 13000, 12.x at 2000.
+        assert_eq!(found("cuCtxSynchronize", 13000, 0).version, 13000);
+        assert_eq!(found("cuCtxSynchronize", 12090, 0).version, 2000);
+        assert_eq!(found("cuCtxGetDevice", 13050, 0).version, 13000);
+        // Declared in cuda.h without a typedef, and asked for by the 13.x runtimes.
+        assert_eq!(found("cuGreenCtxCreate", 12040, 0).version, 12040);
+        assert_eq!(found("cuCtxRecordEvent", 13050, 0).version, 12050);
+        // Named by no public header, but asked for by the 13.5 runtime.
+        assert_eq!(found("cuSubgridCreate", 13030, 0).version, 13030);
+        // Per-thread requests still find their rows after the merge.
+        let flag = CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM;
+        let e = found("cuStreamSynchronize", 7000, flag);
+        assert_eq!((e.version, e.stream), (7000, Stream::PerThreadSz));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Where the GPU server is and how to authenticate: parsed from the environment.
 //!
-//! `RGPU_SERVER` (`shm:///path/to/socket` or `tcp://host:port`), the token from `RGPU_TOKEN`
+//! `RGPU_SERVER` (`shm:///path/to/socket`, `tcp://host:port` or, with the `rdma` cargo feature,
+//! `rdma://host:port[?device=NAME&gid_index=N&port=N]`), the token from `RGPU_TOKEN`
 //! (64 hex digits) or `RGPU_TOKEN_FILE`, and the device share from `RGPU_GPU_MEMORY` (bytes)
 //! or `RGPU_GPU_FRACTION` (0 < f ≤ 1). Pure parsing over a lookup function, so tests need no
 //! process environment.
@@ -29,6 +30,9 @@ pub enum ServerAddr {
     Shm(PathBuf),
     /// TCP (io_uring), `host:port`.
     Tcp(String),
+    /// RDMA verbs: the control connection's `host:port` and the local verbs port options.
+    #[cfg(feature = "rdma")]
+    Rdma(rgpu_dataplane::rdma::RdmaUrl),
 }
 
 /// Everything needed to connect and ask for a device.
@@ -56,6 +60,15 @@ pub enum ConfigError {
     /// The URL has a scheme the shim cannot use.
     #[error("{SERVER_ENV}={url}: unsupported address (use shm:///path or tcp://host:port)")]
     BadUrl {
+        /// The configured URL.
+        url: String,
+    },
+    /// `rdma://` with a shim built without the `rdma` cargo feature.
+    #[error(
+        "{SERVER_ENV}={url}: this libcuda.so.1 was built without the `rdma` cargo feature \
+         (cargo build -p rgpu-shim --features rdma)"
+    )]
+    RdmaNotBuilt {
         /// The configured URL.
         url: String,
     },
@@ -103,6 +116,12 @@ pub fn parse_token(text: &str) -> Option<[u8; TOKEN_BYTES]> {
 }
 
 fn parse_addr(url: &str) -> Option<ServerAddr> {
+    #[cfg(feature = "rdma")]
+    if url.starts_with("rdma://") {
+        return rgpu_dataplane::rdma::RdmaUrl::parse(url)
+            .ok()
+            .map(ServerAddr::Rdma);
+    }
     if let Some(path) = url.strip_prefix("shm://") {
         return (!path.is_empty()).then(|| ServerAddr::Shm(PathBuf::from(path)));
     }
@@ -133,6 +152,9 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<ServerConfig,
         .unwrap_or_default();
     if url.is_empty() {
         return Err(ConfigError::NotConfigured);
+    }
+    if cfg!(not(feature = "rdma")) && url.starts_with("rdma://") {
+        return Err(ConfigError::RdmaNotBuilt { url });
     }
     let addr = parse_addr(&url).ok_or_else(|| ConfigError::BadUrl { url: url.clone() })?;
     let (text, source_name) = match (get(TOKEN_ENV), get(TOKEN_FILE_ENV)) {
@@ -206,10 +228,22 @@ mod tests {
     #[test]
     fn rejects_what_cannot_work() {
         assert_eq!(cfg(&[]), Err(ConfigError::NotConfigured));
+        #[cfg(not(feature = "rdma"))]
         assert!(matches!(
             cfg(&[(SERVER_ENV, "rdma://h:1"), (TOKEN_ENV, HEX)]),
-            Err(ConfigError::BadUrl { .. })
+            Err(ConfigError::RdmaNotBuilt { .. })
         ));
+        #[cfg(feature = "rdma")]
+        {
+            let c = cfg(&[(SERVER_ENV, "rdma://h:1?gid_index=1"), (TOKEN_ENV, HEX)]).unwrap();
+            assert!(
+                matches!(c.addr, ServerAddr::Rdma(ref u) if u.addr == "h:1" && u.gid_index == Some(1))
+            );
+            assert!(matches!(
+                cfg(&[(SERVER_ENV, "rdma://h:1?x=1"), (TOKEN_ENV, HEX)]),
+                Err(ConfigError::BadUrl { .. })
+            ));
+        }
         assert!(matches!(
             cfg(&[(SERVER_ENV, "tcp://h")]),
             Err(ConfigError::BadUrl { .. })

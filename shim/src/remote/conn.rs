@@ -1,20 +1,27 @@
 //! One protocol connection to the server: a transport plus the sans-IO `rgpu_proto::Client`,
-//! driven synchronously (submit one call, pump, wait for its reply).
+//! driven from the calling thread. Async calls ([`Conn::submit_async`]) are queued and batched
+//! without waiting, bounded by the server's credit window; a sync call ([`Conn::sync_on`]) goes
+//! out after them and waits for its reply, which carries any deferred error.
 //!
 //! Every wait is bounded by [`REPLY_TIMEOUT_MS`]; every failure is a typed [`ConnError`] that
 //! the entry points turn into a `CUresult`.
 
 use std::io::IoSlice;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use rgpu_dataplane::shm::{ShmConfig, ShmTransport};
+use rgpu_dataplane::shm::ShmTransport;
 use rgpu_dataplane::tcp::{TcpConfig, TcpUringTransport};
 use rgpu_dataplane::{Transport, TransportError};
 use rgpu_proto::{
-    Call, CallId, Client, ClientConfig, ClientEvent, CudaError, Reply, StreamHandle, Timestamp,
+    Call, CallClass, CallId, Client, ClientConfig, ClientEvent, CudaError, Reply, StreamHandle,
+    SubmitError, Timestamp,
 };
 
 use super::config::{ServerAddr, ServerConfig};
+
+// Pipelined sync calls, trailers and arena access for the memory paths.
+mod pipeline;
 
 /// Bound on the handshake, in milliseconds.
 pub const HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
@@ -86,6 +93,9 @@ pub enum CallError {
 enum Link {
     Shm(ShmTransport),
     Tcp(TcpUringTransport),
+    /// RDMA verbs (feature `rdma`): the token is proven on the control connection first.
+    #[cfg(feature = "rdma")]
+    Rdma(rgpu_dataplane::rdma::RdmaTransport),
 }
 
 impl Link {
@@ -93,6 +103,8 @@ impl Link {
         match self {
             Link::Shm(t) => t,
             Link::Tcp(t) => t,
+            #[cfg(feature = "rdma")]
+            Link::Rdma(t) => t,
         }
     }
 }
@@ -102,6 +114,8 @@ pub struct Conn {
     client: Client,
     link: Link,
     epoch: Instant,
+    /// Async calls accepted by [`Conn::submit_async`] so far.
+    async_count: u64,
 }
 
 impl Conn {
@@ -109,8 +123,11 @@ impl Conn {
     pub fn open(cfg: &ServerConfig) -> Result<Self, ConnError> {
         let link = match &cfg.addr {
             ServerAddr::Shm(path) => Link::Shm(
-                ShmTransport::connect(path, ShmConfig::default()).map_err(ConnError::Connect)?,
+                ShmTransport::connect(path, super::pinned::shm_config())
+                    .map_err(ConnError::Connect)?,
             ),
+            #[cfg(feature = "rdma")]
+            ServerAddr::Rdma(url) => Link::Rdma(super::rdma::connect(url, &cfg.token)?),
             ServerAddr::Tcp(addr) => Link::Tcp(
                 TcpUringTransport::connect(addr.as_str(), TcpConfig::default())
                     .map_err(ConnError::Connect)?,
@@ -125,6 +142,7 @@ impl Conn {
             client: Client::new(client_cfg, Timestamp::ZERO),
             link,
             epoch: Instant::now(),
+            async_count: 0,
         };
         conn.pump("handshake")?;
         let deadline = Instant::now() + Duration::from_millis(HANDSHAKE_TIMEOUT_MS);
@@ -180,21 +198,105 @@ impl Conn {
         }
     }
 
-    /// Sends `call` (ordered on the default stream) and maps its reply with `f`.
+    /// Sends the sync `call` ordered on the legacy default stream and maps its reply with `f`;
+    /// `sync_on(call, StreamHandle(0), f)`.
     pub fn sync<R>(
         &mut self,
         call: &Call<'_>,
+        f: impl FnOnce(&Reply<'_>) -> Option<R>,
+    ) -> Result<R, CallError> {
+        self.sync_on(call, StreamHandle(0), f)
+    }
+
+    /// Queues the async `call`, ordered on `stream`, without waiting for the device.
+    ///
+    /// The call joins the open batch; the batch goes out when it is full, when its first call
+    /// has lingered past the client's linger bound (checked at each submit), or ahead of the
+    /// next sync call (which seals it). A failure on the device is not reported here: it is the
+    /// deferred error the next sync call returns (CUDA's semantics). What is reported here:
+    /// the context's sticky error, a refused call (too large, bad field), or a lost connection.
+    ///
+    /// Unacknowledged async calls are bounded by the server's credit window: when it is spent,
+    /// this sends what is queued and waits (at most [`REPLY_TIMEOUT_MS`]) for credit to return.
+    pub fn submit_async(&mut self, call: &Call<'_>, stream: StreamHandle) -> Result<(), CallError> {
+        let name = call.name();
+        debug_assert_eq!(
+            call.class(),
+            CallClass::Async,
+            "{name} is not an async call"
+        );
+        let deadline = Instant::now() + Duration::from_millis(REPLY_TIMEOUT_MS);
+        loop {
+            let now = self.now();
+            match self.client.submit_call(now, call, stream) {
+                Ok(_) => {
+                    self.async_count += 1;
+                    break;
+                }
+                Err(SubmitError::Backpressure { .. }) => self.wait_for_credit(name, deadline)?,
+                Err(e) => return Err(submit_error(name, e)),
+            }
+        }
+        // Seal the open batch if its first call has waited past the linger bound, so a long
+        // run of async calls reaches the device in bounded time even with no sync call.
+        let now = self.now();
+        self.client.handle_timeout(now, |_| {});
+        self.pump(name)?;
+        Ok(())
+    }
+
+    /// How many async calls [`Conn::submit_async`] accepted so far: a position in the
+    /// connection's call order, for tracking which work a synchronization covered.
+    #[must_use]
+    pub fn async_count(&self) -> u64 {
+        self.async_count
+    }
+
+    /// The sticky error poisoning the context, as last reported by the server.
+    #[must_use]
+    pub fn sticky_error(&self) -> Option<CudaError> {
+        self.client.sticky_error()
+    }
+
+    /// Sends every queued async call now (no waiting for replies).
+    pub fn flush(&mut self, call: &'static str) -> Result<(), ConnError> {
+        self.client.flush();
+        self.pump(call)
+    }
+
+    /// Sends what is queued, then receives until async credit is available again.
+    fn wait_for_credit(&mut self, call: &'static str, deadline: Instant) -> Result<(), ConnError> {
+        self.flush(call)?;
+        while self.client.credit().0 == 0 {
+            if let Some(reason) = self.client.close_reason() {
+                return Err(ConnError::Lost {
+                    call,
+                    reason: reason.to_string(),
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(ConnError::Timeout { call });
+            }
+            self.recv_once(call, deadline, &mut |_| {})?;
+        }
+        Ok(())
+    }
+
+    /// Sends the sync `call` ordered on `stream` (after every async call queued before it) and
+    /// maps its reply with `f`. A device error may be the call's own, the deferred error of an
+    /// earlier async call, or the context's sticky error.
+    pub fn sync_on<R>(
+        &mut self,
+        call: &Call<'_>,
+        stream: StreamHandle,
         f: impl FnOnce(&Reply<'_>) -> Option<R>,
     ) -> Result<R, CallError> {
         let name = call.name();
         let now = self.now();
         let id: CallId = self
             .client
-            .submit_call(now, call, StreamHandle(0))
-            .map_err(|e| ConnError::Submit {
-                call: name,
-                reason: e.to_string(),
-            })?;
+            .submit_call(now, call, stream)
+            .map_err(|e| submit_error(name, e))?;
         self.pump(name)?;
         let mut f = Some(f);
         let mut out: Option<Result<R, CallError>> = None;
@@ -234,6 +336,70 @@ impl Conn {
                 _ => {}
             })?;
         }
+        if let Some(e) = self.client.sticky_error() {
+            note_sticky(e);
+        }
         out.unwrap_or_else(|| Err(ConnError::Timeout { call: name }.into()))
+    }
+}
+
+/// The context's sticky error as last seen on the connection (0: none), readable without the
+/// connection lock: local answers must return it, and must not wait behind another thread's
+/// round trip to learn it. One connection per process, so one value per process.
+static STICKY_SEEN: AtomicU32 = AtomicU32::new(0);
+
+fn note_sticky(e: CudaError) {
+    debug_assert!(e.is_sticky());
+    STICKY_SEEN.store(e.0, Ordering::Relaxed);
+}
+
+/// The sticky error poisoning the context, as last seen by a call on the connection; no lock.
+#[must_use]
+pub fn sticky_seen() -> Option<CudaError> {
+    CudaError::from_code(STICKY_SEEN.load(Ordering::Relaxed))
+}
+
+/// Maps a refused submission: the sticky error is the device's answer (every call in a
+/// poisoned context returns it); anything else is a connection-level refusal.
+fn submit_error(call: &'static str, e: SubmitError) -> CallError {
+    match e {
+        SubmitError::Sticky(cuda) => {
+            note_sticky(cuda);
+            CallError::Cuda(cuda)
+        }
+        SubmitError::Closed(reason) => ConnError::Lost {
+            call,
+            reason: reason.to_string(),
+        }
+        .into(),
+        other => ConnError::Submit {
+            call,
+            reason: other.to_string(),
+        }
+        .into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sticky_mirror_and_submit_refusals() {
+        let illegal = CudaError(700);
+        assert!(illegal.is_sticky());
+        // A sticky refusal is the device's answer, and is mirrored for lock-free readers.
+        assert!(matches!(
+            submit_error("t", SubmitError::Sticky(illegal)),
+            CallError::Cuda(e) if e == illegal
+        ));
+        assert_eq!(sticky_seen(), Some(illegal));
+        STICKY_SEEN.store(0, Ordering::Relaxed);
+        assert_eq!(sticky_seen(), None);
+        // Anything else is a connection-level refusal.
+        assert!(matches!(
+            submit_error("t", SubmitError::NotReady),
+            CallError::Conn(ConnError::Submit { .. })
+        ));
     }
 }

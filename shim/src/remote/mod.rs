@@ -1,10 +1,18 @@
 //! The shim's link to its GPU server: configuration, one protocol connection, and the
 //! process-wide session holding what the server told us about the device.
 //!
-//! One connection per process, behind a mutex: every remote call takes the lock, sends one
-//! sync call and waits for its reply. The per-thread / MPSC submission design with batched
-//! async calls is a later slice (see `docs/shim.md`).
+//! One connection per process, behind a mutex: every remote call takes the lock. A sync call
+//! is sent after the async calls queued before it and waits for its reply; an async call is
+//! only queued and batched (see `docs/shim.md`, "Call classes"). Stream and event handles are
+//! allocated here ([`handles`]), not by the server. A per-thread / MPSC submission design is
+//! not built.
 
 pub mod config;
 pub mod conn;
+pub mod copy;
+pub mod handles;
+pub mod pinned;
+pub mod ranges;
+#[cfg(feature = "rdma")]
+pub mod rdma;
 pub mod session;

@@ -8,6 +8,7 @@ use rgpu_proto::{Call, CudaError, DeviceGetName, DeviceGetUuid, Reply, RequestDe
 
 use super::config::{self, ConfigError, ServerConfig};
 use super::conn::{CallError, Conn, ConnError};
+use super::handles::Handles;
 use crate::cuda_types::CUresult;
 
 /// Most distinct attribute numbers cached; attribute numbers at or above this are refused
@@ -50,6 +51,8 @@ pub struct Session {
     /// The granted device's facts.
     pub facts: DeviceFacts,
     attributes: Mutex<HashMap<u32, i32>>,
+    /// Client-allocated streams and events. Lock order: [`Session::conn`] first, then this.
+    handles: Mutex<Handles>,
 }
 
 impl Session {
@@ -102,6 +105,7 @@ impl Session {
             conn: Mutex::new(conn),
             facts,
             attributes: Mutex::new(HashMap::new()),
+            handles: Mutex::new(Handles::default()),
         })
     }
 
@@ -110,6 +114,21 @@ impl Session {
         // A poisoned lock means a call panicked mid-way (caught by ffi_guard); the client's
         // own state machine stays consistent, so keep using it.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The connection if no other thread holds it now (for destructors, which must not block).
+    pub fn conn_try(&self) -> Option<MutexGuard<'_, Conn>> {
+        match self.conn.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// The stream and event tables. Take [`Session::conn`] first when both are needed.
+    pub fn handles(&self) -> MutexGuard<'_, Handles> {
+        // Poisoning: as for `conn`, the tables stay consistent (each update is one step).
+        self.handles.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// `cuDeviceGetAttribute` for device 0: cached, else asked once and remembered.

@@ -36,8 +36,9 @@ int main(void) {
     gpa("cuLaunchKernel", &legacy, 12000, CU_GET_PROC_ADDRESS_DEFAULT, &st);
     r = gpa("cuLaunchKernel", &ptsz, 12000, CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM, &st);
     printf("cuLaunchKernel ptsz: r=%d st=%d distinct=%d\n", (int)r, (int)st, legacy != ptsz && legacy && ptsz);
-    r = ((CUresult (*)(void))legacy)();
-    printf("cuLaunchKernel stub: r=%d\n", (int)r);
+    gpa("cuLaunchGrid", &pfn, 12000, 0, &st);
+    r = ((CUresult (*)(void))pfn)();
+    printf("cuLaunchGrid stub: r=%d\n", (int)r);
 
     pfn = (void *)1;
     r = gpa("cuNoSuchEntryPoint", &pfn, 12000, 0, &st);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The shim's remote path, end to end: starts `rgpu server --backend emulated` with a temporary
-# token on a temporary shm socket and a free tcp port, then runs remote_memory (built against
-# NVIDIA's static runtime by run.sh) through the shim over shm and over tcp. The server is
+# token on a temporary shm socket and a free tcp port, then runs the C programs (built against
+# NVIDIA's static runtime by run.sh) through `rgpu run` over shm and over tcp. The server is
 # stopped at the end and on any failure.
 #
 #   shim/tests/cudart/remote.sh PROFILE LIB_DIR BIN_DIR     (called by run.sh, from the repo root)
@@ -27,9 +27,19 @@ fail() {
 echo "cudart: starting rgpu server --backend emulated"
 emu_server_start "$rgpu" "$dir" "[pool]
 devices = 1
-device_memory_bytes = $((4 * quota))
+device_memory_bytes = $((32 * quota))
 client_memory_bytes = $quota" || fail "the server did not start"
 tcp_url=$emu_tcp_url
+
+# run_client URL PROG ARGS…: runs PROG the way users do, through `rgpu run` (shim and NVML
+# library found next to the rgpu binary, where run.sh linked them), against URL with the test
+# token and the quota (client_quota=BYTES overrides it, client_timeout_s=S the 60 s limit).
+# Callers add RGPU_LOG and redirections; the exit status is PROG's.
+run_client() {
+  local url=$1; shift
+  timeout "${client_timeout_s:-60}" "$rgpu" run --server "$url" --token-file "$emu_token_file" \
+    --gpu-memory "${client_quota:-$quota}" -- "$@"
+}
 
 expected=(device_count properties_name properties_total copy_1B copy_4KiB copy_16MiB memset memcpy_dtod
   mem_info_total mem_info_free over_quota malloc_after_over_quota wild_pointer free synchronize)
@@ -39,8 +49,7 @@ for url in "$emu_shm_url" "$tcp_url"; do
   echo "cudart: remote_memory over $url"
   status=0
   level=info; [[ $url == shm://* ]] && level=trace
-  LD_PRELOAD="$lib_dir/libcuda.so.1" RGPU_SERVER="$url" RGPU_TOKEN_FILE="$emu_token_file" RGPU_GPU_MEMORY=$quota \
-    RGPU_LOG=rgpu_shim=$level timeout 60 "$bin/remote_memory" "$quota" >"$dir/out" 2>"$dir/log" || status=$?
+  RGPU_LOG=rgpu_shim=$level run_client "$url" "$bin/remote_memory" "$quota" >"$dir/out" 2>"$dir/log" || status=$?
   [[ $status -eq 0 ]] || fail "remote_memory over $url exited with status $status"
   ! grep -q '^FAIL' "$dir/out" || fail "a check failed over $url"
   for name in "${expected[@]}"; do grep -q "^ok $name\$" "$dir/out" || fail "missing check '$name' over $url"; done
@@ -50,9 +59,148 @@ for url in "$emu_shm_url" "$tcp_url"; do
   sed -n 's/^/  | /p' "$dir/out" | grep -v '^  | ok '
 done
 
+# Memory paths (memory_sizes.c): pinned and pageable copies 1 B to 256 MiB, async pinned
+# copies, cudaMemcpyDefault, cudaMemcpy2D, 16/32-bit memsets, pointer attributes, a wild host pointer.
+# A larger quota and pinned bound than the checks above; the throughput lines are printed.
+big_quota=$((768 << 20))
+for url in "$emu_shm_url" "$tcp_url"; do
+  echo "cudart: memory_sizes over $url"
+  status=0
+  client_quota=$big_quota client_timeout_s=120 RGPU_PINNED_BYTES=$((512 << 20)) RGPU_LOG=rgpu_shim=info \
+    run_client "$url" "$bin/memory_sizes" $((256 << 20)) >"$dir/out" 2>"$dir/log" || status=$?
+  [[ $status -eq 0 ]] || fail "memory_sizes over $url exited with status $status"
+  ! grep -q '^FAIL' "$dir/out" || fail "a memory check failed over $url"
+  for name in device malloc_max malloc_host host_alloc host_get_flags copy_pageable_sizes copy_pinned_sizes \
+    copy_host_alloc async_pinned_errors async_pinned memcpy_default memcpy_2d memset_d16_d32 pointer_attributes \
+    host_register wild_host_pointer usable_after_wild free; do
+    grep -q "^ok $name\$" "$dir/out" || fail "missing check '$name' over $url"
+  done
+  grep -q '^done$' "$dir/out" || fail "memory_sizes did not finish over $url"
+  ! grep -E 'not supported yet|unknown table|unknown symbol|panic' "$dir/log" || fail "memory_sizes reached an unimplemented entry (or a panic) over $url"
+  sed -n 's/^perf /  | /p' "$dir/out"
+done
+
+nvml_expected=(init driver_version cuda_driver_version count handle_by_index handle_by_index_out_of_range name
+  name_insufficient_size memory_total_is_quota memory_v2 memory_v2_version_mismatch handle_by_uuid
+  handle_by_unknown_uuid pci_info handle_by_pci_bus_id index utilization_not_supported stub_not_supported
+  foreign_handle_refused uuid_matches_cuda compute_capability name_matches_cuda processes_size_query
+  processes_is_us memory_used_after_malloc shutdown uninitialized_after_shutdown shutdown_twice)
+for url in "$emu_shm_url" "$tcp_url"; do
+  echo "cudart: nvml (rgpu's libnvidia-ml.so.1, then the runtime, one session) over $url"
+  status=0
+  RGPU_LOG=info run_client "$url" "$bin/nvml" "$quota" >"$dir/out" 2>"$dir/log" || status=$?
+  [[ $status -eq 0 ]] || fail "nvml over $url exited with status $status"
+  ! grep -q '^FAIL' "$dir/out" || fail "an nvml check failed over $url"
+  for name in "${nvml_expected[@]}"; do grep -q "^ok $name\$" "$dir/out" || fail "missing nvml check '$name' over $url"; done
+  grep -q '^done$' "$dir/out" || fail "nvml did not finish over $url"
+  [[ $(grep -c 'rgpu shim: connected' "$dir/log") -eq 1 ]] || fail "NVML and CUDA must share one connection over $url"
+  ! grep -E 'panic|unknown symbol' "$dir/log" || fail "a panic or unknown symbol over $url"
+  sed -n 's/^/  | /p' "$dir/out" | grep -v '^  | ok '
+done
+
+# Streams and events (streams_events.c): several streams ordered by an event and a stream wait,
+# the default streams, event record/query/synchronize/elapsed time, a deferred async error;
+# then the per-call cost of an async call (cudaEventRecord), a local one (cudaEventQuery on a
+# completed event) and a sync one (cudaStreamQuery), printed.
+streams_expected=(stream_create stream_priority stream_flags not_capturing event_create event_query_unrecorded malloc
+  enqueue event_synchronize event_query_done cross_stream_order elapsed_time elapsed_time_no_timing
+  stream_query_sync stream_host_roundtrip per_thread_stream per_thread_streams_in_threads legacy_stream
+  async_error_reported usable_after_error event_destroy stream_destroy synchronize)
+for url in "$emu_shm_url" "$tcp_url"; do
+  echo "cudart: streams_events over $url"
+  status=0
+  RGPU_LOG=rgpu_shim=info run_client "$url" "$bin/streams_events" >"$dir/out" 2>"$dir/log" || status=$?
+  [[ $status -eq 0 ]] || fail "streams_events over $url exited with status $status"
+  ! grep -q '^FAIL' "$dir/out" || fail "a stream/event check failed over $url"
+  for name in "${streams_expected[@]}"; do grep -q "^ok $name\$" "$dir/out" || fail "missing check '$name' over $url"; done
+  grep -q '^done$' "$dir/out" || fail "streams_events did not finish over $url"
+  ! grep -E 'not supported yet|unknown table|unknown symbol|panic' "$dir/log" || fail "streams_events reached an unimplemented entry (or a panic) over $url"
+  client_timeout_s=120 run_client "$url" "$bin/streams_events" bench 100000 >"$dir/out" 2>"$dir/log" \
+    || fail "streams_events bench over $url: status $?"
+  grep -q '^ok bench$' "$dir/out" || fail "streams_events bench over $url"
+  sed -n 's/^bench /  | /p' "$dir/out"
+done
+
+# Kernels through the driver API (kernel_driver.c): an RGPU-EMU-MODULE v1 image, lookups, the
+# built-in kernels launched with kernelParams, the extra form, cuLaunchKernelEx (cooperative;
+# clusters refused) and cuLaunchCooperativeKernel, results checked on the host; bad launches
+# give errors; a real PTX image registers but its launch is refused (and the worker says why).
+kernel_expected=(init context module_load module_load_again lookup_vector_add lookup_saxpy lookup_fill
+  lookup_sum lookup_unknown lookup_cached alloc_and_upload vector_add_kernel_params saxpy_extra
+  fill_launch_ex_cooperative launch_ex_cluster_refused cooperative_launch sum_reduction bad_param_size
+  both_param_forms missing_params unknown_function bad_geometry_deferred context_usable_after_errors
+  real_image_registers real_kernel_lookup real_unknown_kernel real_kernel_launch_refused func_max_threads
+  func_num_regs_builtin func_attribute_real_refused module_global_absent
+  module_unload launch_after_unload unload_twice)
+for url in "$emu_shm_url" "$tcp_url"; do
+  echo "cudart: kernel_driver over $url"
+  status=0
+  RGPU_LOG=rgpu_shim=info run_client "$url" "$bin/kernel_driver" >"$dir/out" 2>"$dir/log" || status=$?
+  [[ $status -eq 0 ]] || fail "kernel_driver over $url exited with status $status"
+  ! grep -q '^FAIL' "$dir/out" || fail "a kernel check failed over $url"
+  for name in "${kernel_expected[@]}"; do grep -q "^ok $name\$" "$dir/out" || fail "missing kernel check '$name' over $url"; done
+  grep -q '^done$' "$dir/out" || fail "kernel_driver did not finish over $url"
+  ! grep -E 'not supported yet|unknown symbol|panic' "$dir/log" || fail "kernel_driver reached an unimplemented entry (or a panic) over $url"
+done
+# Kernels through the runtime API (kernel_cudart.c): a fatbin registered the way nvcc's host
+# code does it (__cudaRegisterFatBinary/Function; the 12.9 runtime then calls cuLibraryLoadData),
+# carrying a test module, launched with cudaLaunchKernel and checked on the host.
+for url in "$emu_shm_url" "$tcp_url"; do
+  echo "cudart: kernel_cudart over $url"
+  status=0
+  RGPU_LOG=rgpu_shim=info run_client "$url" "$bin/kernel_cudart" >"$dir/out" 2>"$dir/log" || status=$?
+  [[ $status -eq 0 ]] || fail "kernel_cudart over $url exited with status $status"
+  ! grep -q '^FAIL' "$dir/out" || fail "a runtime kernel check failed over $url"
+  for name in cudart_alloc cudart_vector_add cudart_fill; do
+    grep -q "^ok $name\$" "$dir/out" || fail "missing runtime kernel check '$name' over $url"
+  done
+  grep -q '^done$' "$dir/out" || fail "kernel_cudart did not finish over $url"
+  ! grep -E 'not supported yet|unknown symbol|panic' "$dir/log" || fail "kernel_cudart reached an unimplemented entry (or a panic) over $url"
+done
+grep -q 'kernel real_kernel cannot run on the emulated device' "$dir/server.log" ||
+  fail "the worker did not log why the real kernel's launch was refused"
+
+# NVIDIA's Python NVML bindings (what pynvml-based monitors and torch.cuda.utilization use),
+# installed once into the cache like the runtime.
+pynvml_dir=target/cudart-cache/pynvml
+if [[ ! -f $pynvml_dir/pynvml.py ]]; then
+  echo "cudart: installing nvidia-ml-py into $pynvml_dir" >&2
+  PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --no-deps \
+    --target "$pynvml_dir" nvidia-ml-py==13.615.71 >&2 || fail "cannot install nvidia-ml-py"
+fi
+for url in "$emu_shm_url" "$tcp_url"; do
+  echo "cudart: pynvml (nvidia-ml-py) over $url"
+  status=0
+  PYTHONPATH=$PWD/$pynvml_dir RGPU_LOG=info run_client "$url" python3 shim/tests/cudart/pynvml_check.py "$quota" \
+    >"$dir/out" 2>"$dir/log" || status=$?
+  [[ $status -eq 0 ]] || fail "pynvml_check over $url exited with status $status"
+  for name in py_count py_name py_memory py_uuid py_compute_capability py_pci py_processes \
+    py_utilization_not_supported py_temperature_not_supported; do
+    grep -q "^ok $name\$" "$dir/out" || fail "missing pynvml check '$name' over $url"
+  done
+  grep -q '^done$' "$dir/out" || fail "pynvml_check did not finish over $url"
+  sed -n 's/^pynvml: /  | /p' "$dir/out"
+done
+
+# Allocation variants (alloc_ext.c): cudaMallocPitch, cudaMallocAsync / cudaFreeAsync and the
+# default pool, each charged to the quota and refused over it, frees returning it.
+alloc_expected=(start pitch pitch_charged pitch_over_quota pools_supported malloc_async async_charged
+  malloc_async_over_quota default_pool malloc_from_pool async_memory_usable free_async returned
+  bad_free_async free_pitch)
+for url in "$emu_shm_url" "$tcp_url"; do
+  echo "cudart: alloc_ext over $url"
+  status=0
+  RGPU_LOG=rgpu_shim=info run_client "$url" "$bin/alloc_ext" "$quota" >"$dir/out" 2>"$dir/log" || status=$?
+  [[ $status -eq 0 ]] || fail "alloc_ext over $url exited with status $status"
+  ! grep -q '^FAIL' "$dir/out" || fail "an allocation check failed over $url"
+  for name in "${alloc_expected[@]}"; do grep -q "^ok $name\$" "$dir/out" || fail "missing check '$name' over $url"; done
+  grep -q '^done$' "$dir/out" || fail "alloc_ext did not finish over $url"
+  ! grep -E 'not supported yet|unknown table|unknown symbol|panic' "$dir/log" || fail "alloc_ext reached an unimplemented entry (or a panic) over $url"
+done
+
 echo "cudart: a wrong token is refused (no device, one line naming the server)"
-LD_PRELOAD="$lib_dir/libcuda.so.1" RGPU_SERVER="$tcp_url" RGPU_TOKEN="$(printf 'f%.0s' {1..64})" \
-  timeout 60 "$bin/device_count" >"$dir/out" 2>"$dir/log" || fail "exit status $?"
+RGPU_TOKEN="$(printf 'f%.0s' {1..64})" timeout 60 "$rgpu" run --server "$tcp_url" --token-env -- \
+  "$bin/device_count" >"$dir/out" 2>"$dir/log" || fail "exit status $?"
 grep -q '^cudaGetDeviceCount: 100 (cudaErrorNoDevice) count=0$' "$dir/out" || fail "wrong token: device count"
 grep -q "cannot use the GPU server $tcp_url: handshake" "$dir/log" || fail "wrong token: no handshake line"
 

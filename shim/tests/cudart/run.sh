@@ -18,11 +18,14 @@ cache=target/cudart-cache
 pkgs=$(scripts/cudart-runtime)
 
 echo "cudart: building the shim and the rgpu server ($profile)"
-cargo build -p rgpu-shim -p rgpu "${cargo_flags[@]}" --locked
+cargo build -p rgpu-shim -p rgpu-nvml -p rgpu "${cargo_flags[@]}" --locked
 lib_dir=$PWD/target/$profile
 ln -sf librgpu_shim.so "$lib_dir/libcuda.so.1"
-soname=$(readelf -d "$lib_dir/libcuda.so.1" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
-[[ "$soname" == "libcuda.so.1" ]] || { echo "FAIL: SONAME is '$soname'"; exit 1; }
+ln -sf librgpu_nvml.so "$lib_dir/libnvidia-ml.so.1"
+for lib in libcuda.so.1 libnvidia-ml.so.1; do
+  soname=$(readelf -d "$lib_dir/$lib" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
+  [[ "$soname" == "$lib" ]] || { echo "FAIL: $lib's SONAME is '$soname'"; exit 1; }
+done
 
 bin=$cache/bin
 mkdir -p "$bin"
@@ -43,7 +46,7 @@ env -u RGPU_SERVER LD_PRELOAD="$lib_dir/libcuda.so.1" RGPU_LOG=rgpu_shim=debug,w
 [[ $status -eq 0 ]] || fail "program exited with status $status (crash?)"
 grep -q '^done$' "$out" || fail "program did not finish"
 grep -qi 'insufficient' "$out" && fail "runtime rejected the driver"
-grep -q '^cudaDriverGetVersion: 0 .* version=12090$' "$out" || fail "driver version"
+grep -q '^cudaDriverGetVersion: 0 .* version=13050$' "$out" || fail "driver version"
 grep -q '^cudaGetDeviceCount: 100 (cudaErrorNoDevice) count=0$' "$out" || fail "device count"
 grep -q '^cudaGetDeviceCount again: 100 (cudaErrorNoDevice) count=0$' "$out" || fail "second device count"
 grep -q 'reporting no CUDA devices: RGPU_SERVER is not set' "$log" || fail "no log line saying why"
@@ -67,18 +70,18 @@ expect 'v1 cuInit: r=0 found=1'
 expect 'cuInit(0): r=100'
 expect 'cuDeviceGetCount: r=100 count=0'
 expect 'cuLaunchKernel ptsz: r=0 st=0 distinct=1'
-expect 'cuLaunchKernel stub: r=801'
+expect 'cuLaunchGrid stub: r=801'
 expect 'unknown: r=500 st=1 null=1'
 expect 'too old: r=500 st=2'
 expect 'CUDART_INTERFACE: r=0 size=104'
 expect 'INTEGRITY_CHECK: r=0 check=0 answer=3341181c03cb675c8ed383aa1f4cd1e8'
 expect 'done'
-grep -q 'not supported yet.*symbol="cuLaunchKernel"' "$log" || fail "no not-supported log line for the stub"
+grep -q 'not supported yet.*symbol="cuLaunchGrid"' "$log" || fail "no not-supported log line for the stub"
 sed -n 's/^/  | /p' "$out"
 
 echo "cudart: device_count found through LD_LIBRARY_PATH instead of LD_PRELOAD"
 env -u RGPU_SERVER LD_LIBRARY_PATH="$lib_dir" "$bin/device_count" >"$out" 2>"$log" || fail "exit status $?"
-grep -q '^cudaDriverGetVersion: 0 .* version=12090$' "$out" || fail "driver version via LD_LIBRARY_PATH"
+grep -q '^cudaDriverGetVersion: 0 .* version=13050$' "$out" || fail "driver version via LD_LIBRARY_PATH"
 grep -q '^cudaGetDeviceCount: 100 (cudaErrorNoDevice) count=0$' "$out" || fail "device count via LD_LIBRARY_PATH"
 grep -q 'reporting no CUDA devices' "$log" || fail "shim not loaded via LD_LIBRARY_PATH"
 
@@ -94,7 +97,23 @@ LD_PRELOAD="$lib_dir/libcuda.so.1" RGPU_SERVER=tcp://127.0.0.1:1 "$bin/device_co
 grep -q '^cudaGetDeviceCount: 100 (cudaErrorNoDevice) count=0$' "$out" || fail "device count without a token"
 grep -q 'RGPU_SERVER=tcp://127.0.0.1:1 is set, but neither RGPU_TOKEN nor RGPU_TOKEN_FILE is' "$log" || fail "no log line about the token"
 
+echo "cudart: nvml without a server (through rgpu run): nvmlInit says the driver is not loaded"
+env -u RGPU_SERVER -u RGPU_TOKEN -u RGPU_TOKEN_FILE "$lib_dir/rgpu" run -- "$bin/nvml" no-server >"$out" 2>"$log" \
+  || fail "exit status $?"
+for name in init_refused init_refused_again count_uninitialized; do grep -q "^ok $name\$" "$out" || fail "nvml no-server: $name"; done
+grep -q 'reporting no CUDA devices: RGPU_SERVER is not set' "$log" || fail "nvml no-server: no line saying why"
+
+echo "cudart: nvml with no libcuda.so.1 beside it: nvmlInit says the library is not found"
+nvml_only=$(mktemp -d)
+ln -s "$lib_dir/librgpu_nvml.so" "$nvml_only/libnvidia-ml.so.1"
+env -u LD_PRELOAD LD_LIBRARY_PATH="$nvml_only" "$bin/nvml" no-driver >"$out" 2>"$log" || { rm -rf "$nvml_only"; fail "exit status $?"; }
+rm -rf "$nvml_only"
+for name in init_refused init_refused_again count_uninitialized; do grep -q "^ok $name\$" "$out" || fail "nvml no-driver: $name"; done
+
 # The remote path: a real `rgpu server --backend emulated`, over shm and tcp.
 shim/tests/cudart/remote.sh "$profile" "$lib_dir" "$bin"
+
+# The CUDA 13.x runtimes (static and libcudart.so.13), without a server and over shm and tcp.
+shim/tests/cudart/cuda13.sh "$profile" "$lib_dir" "$bin"
 
 echo "cudart: all checks passed"
