@@ -351,6 +351,24 @@ pub trait Backend: Send {
         None
     }
 
+    /// The device's utilization for `nvmlDeviceGetUtilizationRates` (the
+    /// `DeviceGetUtilization` call): kernel-busy percent over the past
+    /// sample period. The default is [`CudaError::NOT_SUPPORTED`]: a bare
+    /// backend keeps no sample window; [`crate::share::Shared`], which every
+    /// worker wraps around its backend, answers it from the share board
+    /// (`docs/worker.md`, "Device utilization"). Decorators forward it.
+    ///
+    /// # Errors
+    /// [`CudaError::INVALID_DEVICE`] for a bad ordinal,
+    /// [`CudaError::NOT_SUPPORTED`] where nothing measures kernel time.
+    fn device_utilization(
+        &mut self,
+        device: u32,
+    ) -> Result<crate::share::Utilization, CudaError> {
+        let _ = device;
+        Err(CudaError::NOT_SUPPORTED)
+    }
+
     /// `cuStreamCreateWithPriority`.
     ///
     /// # Errors

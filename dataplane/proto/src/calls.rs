@@ -190,6 +190,18 @@ call_table! {
     0x0114 DeviceGetUuid: Sync { device: u32 } -> DeviceUuid { uuid: [u8; 16] };
     /// `cuMemGetInfo`.
     0x0115 MemGetInfo: Sync {} -> MemInfo { free: u64, total: u64 };
+    /// rgpu call behind `nvmlDeviceGetUtilizationRates`: the whole device's
+    /// kernel-busy percent over the worker's last sample period (NVML's
+    /// semantics, period between 1/6 s and 1 s when sampled often enough;
+    /// `docs/worker.md`, "Device utilization").
+    0x0116 DeviceGetUtilization: Sync { device: u32 } -> DeviceUtilization {
+        /// Percent (0..=100) of the period during which kernels ran.
+        gpu_percent: u32,
+        /// Memory-controller percent: not measured by rgpu, always 0.
+        memory_percent: u32,
+        /// Length of the period the percent covers, in microseconds.
+        period_us: u64,
+    };
 
     /// `cuMemAlloc`.
     0x0120 MemAlloc: Sync { bytes: u64 } -> MemAllocReply { ptr: DevicePtr };

@@ -167,6 +167,22 @@ impl Board {
         &self.slots[me].usage
     }
 
+    /// Each slot's `(owner, kernel ns consumed)`, in slot order (owner 0:
+    /// free), for device utilization ([`super::utilization`]).
+    #[must_use]
+    pub fn kernel_by_slot(&self) -> [(u64, u64); SLOTS_MAX] {
+        std::array::from_fn(|i| {
+            let s = &self.slots[i];
+            let owner = s.owner.load(Ordering::Acquire);
+            let used = if owner == 0 {
+                0
+            } else {
+                s.used_ns.load(Ordering::Relaxed)
+            };
+            (owner, used)
+        })
+    }
+
     /// Every claimed slot's state.
     #[must_use]
     pub fn snapshot(&self) -> Vec<SlotUse> {

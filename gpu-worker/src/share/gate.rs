@@ -158,6 +158,12 @@ impl<R: Deref<Target = Board>> ShareGate<R> {
         }
     }
 
+    /// The board this gate's slot is on (its device's).
+    #[must_use]
+    pub fn board(&self) -> &Board {
+        &self.board
+    }
+
     /// This gate's slot usage counters, for live metrics.
     #[must_use]
     pub fn usage(&self) -> &super::usage::UsageCells {

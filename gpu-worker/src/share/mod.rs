@@ -17,14 +17,18 @@
 //! - [`backend`]: [`Shared`], a [`Backend`](crate::Backend) decorator that
 //!   passes every launch through the gate and charges it, and counts the
 //!   session's live usage ([`usage`]) in its board slot.
+//! - [`utilization`]: the device's kernel-busy percent over a sliding
+//!   window of board samples (`nvmlDeviceGetUtilizationRates`, `/metrics`).
 
 pub mod backend;
 pub mod board;
 pub mod clock;
 pub mod gate;
 pub mod usage;
+pub mod utilization;
 
 pub use backend::Shared;
 pub use board::{Board, SlotUse, SLOTS_MAX};
 pub use gate::{GateConfig, ShareGate};
 pub use usage::{CallKind, Direction, Usage, UsageCells, CALL_KINDS};
+pub use utilization::{Tally, Utilization, Window};

@@ -26,6 +26,11 @@ const MEMHOSTREGISTER_IOMEMORY: c_uint = 0x4;
 /// Most attributes one `cuPointerGetAttributes` call may ask for.
 pub const POINTER_ATTRIBUTES_MAX: usize = 64;
 
+/// `CU_POINTER_ATTRIBUTE_LOCALITY_DOMAIN_ORDINAL` (cuda.h 13.5).
+const LOCALITY_DOMAIN_ORDINAL: c_uint = 22;
+/// Its value for an allocation not localized to a locality domain (cuda.h 13.5).
+const LOCALITY_DOMAIN_NONE: c_int = -1;
+
 fn host_alloc(pp: *mut *mut c_void, bytes: usize, flags: c_uint) -> CUresult {
     with_session(|s| {
         if pp.is_null() || flags & !MEMHOSTALLOC_FLAGS_ALL != 0 {
@@ -213,6 +218,11 @@ fn attribute(
         11 => Value::U64(k.base),
         12 => Value::Size(usize::try_from(k.len).map_err(|_| CUDA_ERROR_INVALID_VALUE)?),
         13 => Value::Bool(true),
+        // LOCALITY_DOMAIN_ORDINAL (cuda.h 13.5; read by the 13.5 runtime's
+        // `cudaPointerGetAttributes`): -1, "not localized to a locality domain". Only
+        // `cuMemCreate` or a pool with a locality-domain location localizes an allocation,
+        // and the shim's allocations (`cuMemAlloc`, pinned host pages) never are.
+        LOCALITY_DOMAIN_ORDINAL => Value::I32(LOCALITY_DOMAIN_NONE),
         _ => {
             if crate::logging::once_per_name("pointer-attribute", &attribute.to_string()) {
                 tracing::warn!(attribute, "rgpu shim: pointer attribute not supported");
@@ -244,6 +254,7 @@ fn zero_value(attribute: c_uint) -> Option<Value> {
         3 | 7 | 11 => Value::U64(0),
         4 => Value::Ptr(std::ptr::null_mut()),
         9 => Value::I32(-2),
+        LOCALITY_DOMAIN_ORDINAL => Value::I32(LOCALITY_DOMAIN_NONE),
         12 => Value::Size(0),
         6 | 8 | 13 => Value::Bool(false),
         _ => return None,
@@ -358,6 +369,15 @@ mod tests {
             attribute(99, 0x1010, Some(dev)),
             Err(CUDA_ERROR_NOT_SUPPORTED)
         );
+        assert_eq!(
+            attribute(LOCALITY_DOMAIN_ORDINAL, 0x1010, Some(dev)),
+            Ok(Some(Value::I32(-1)))
+        );
+        assert_eq!(
+            attribute(LOCALITY_DOMAIN_ORDINAL, 0x1010, Some(host)),
+            Ok(Some(Value::I32(-1)))
+        );
+        assert_eq!(zero_value(LOCALITY_DOMAIN_ORDINAL), Some(Value::I32(-1)));
         assert_eq!(zero_value(2), Some(Value::U32(0)));
         let mut t: c_uint = 7;
         write_value((&raw mut t).cast(), Value::U32(1)).unwrap();
