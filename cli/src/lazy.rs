@@ -135,6 +135,12 @@ impl<B: Backend> Backend for LazyBackend<B> {
     fn mem_used_bytes(&self) -> Option<u64> {
         self.get().ok()?.mem_used_bytes()
     }
+    fn device_utilization(
+        &mut self,
+        device: u32,
+    ) -> Result<rgpu_gpu_worker::share::Utilization, CudaError> {
+        self.get_mut()?.device_utilization(device)
+    }
     fn check_range(&self, ptr: DevicePtr, len: u64) -> Result<(), CudaError> {
         self.get()?.check_range(ptr, len)
     }

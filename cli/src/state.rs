@@ -154,6 +154,9 @@ struct Inner {
     pool: Pool,
     clients: BTreeMap<u64, ClientInfo>,
     totals: Totals,
+    /// Per device board: kernel ns of reaped clients, in all (device
+    /// utilization keeps their time after their slot is freed).
+    retired_kernel_ns: Vec<u64>,
 }
 
 /// The shared state.
@@ -185,6 +188,7 @@ impl State {
             tracing::warn!(devices, "no compute share boards for this many devices");
             None
         };
+        let board_devices = boards.as_ref().map_or(0, Boards::devices);
         Self {
             backend: backend.to_string(),
             capacity_bytes,
@@ -193,6 +197,7 @@ impl State {
                 pool: Pool::new(pool),
                 clients: BTreeMap::new(),
                 totals: Totals::default(),
+                retired_kernel_ns: vec![0; board_devices],
             }),
         }
     }
@@ -310,10 +315,13 @@ impl State {
         let mut g = self.lock();
         let info = g.clients.remove(&session);
         g.pool.release(session);
-        for board in self.boards.iter().flat_map(Boards::iter) {
+        for (device, board) in self.boards.iter().flat_map(Boards::iter).enumerate() {
             if let Some(u) = board.snapshot().into_iter().find(|u| u.owner == session) {
                 counter!("rgpu_compute_throttle_waits_total").increment(u.waits);
                 counter!("rgpu_compute_kernel_ns_total").increment(u.used_ns);
+                if let Some(r) = g.retired_kernel_ns.get_mut(device) {
+                    *r = r.saturating_add(u.used_ns);
+                }
             }
             board.release(session);
         }
@@ -381,6 +389,23 @@ impl State {
             }));
         }
         out
+    }
+
+    /// Each device's kernel time per board slot now, in device order, for
+    /// device utilization on `/metrics` (empty without share boards).
+    /// Taken under the lock `finish` frees slots under, so a reaped
+    /// client's time is in its slot or in the retired sum, never both.
+    pub fn device_tallies(&self) -> Vec<rgpu_gpu_worker::share::Tally> {
+        let g = self.lock();
+        self.boards
+            .iter()
+            .flat_map(Boards::iter)
+            .enumerate()
+            .map(|(device, board)| {
+                let retired = g.retired_kernel_ns.get(device).copied().unwrap_or(0);
+                rgpu_gpu_worker::share::Tally::of_board(board).with_retired(retired)
+            })
+            .collect()
     }
 
     /// Live usage of admitted clients, for `/metrics`.

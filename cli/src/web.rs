@@ -9,6 +9,12 @@
 //! so they exist only while their client does: their cardinality is
 //! bounded by the live clients (`workers_max`, and 64 per device), and a
 //! departed client's counts live on in the daemon-wide totals.
+//!
+//! `rgpu_device_utilization_ratio{device}` is NVML's utilization (percent
+//! of time kernels ran, all clients together) over this endpoint's own
+//! sample window, sampled at each scrape: the period since the previous
+//! scrape, or at most 1 s back when scraped faster (`docs/worker.md`,
+//! "Device utilization").
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +23,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
+use rgpu_gpu_worker::share::clock::now_ns;
+use rgpu_gpu_worker::share::{Utilization, Window};
 
 use crate::state::{ClientUsage, State};
 
@@ -63,12 +71,19 @@ impl Web {
             addr: addr.to_string(),
             reason: "not an IP address".into(),
         })?;
+        // Utilization windows start now, one per device board.
+        let start_ns = now_ns();
+        let mut windows: Vec<Window> = state
+            .device_tallies()
+            .into_iter()
+            .map(|t| Window::new(start_ns, t))
+            .collect();
         let thread = std::thread::Builder::new()
             .name("rgpu-web".into())
             .spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     match server.recv_timeout(Duration::from_millis(POLL_MS)) {
-                        Ok(Some(req)) => answer(req, &state, &prom),
+                        Ok(Some(req)) => answer(req, &state, &prom, &mut windows),
                         Ok(None) => {}
                         Err(e) => tracing::warn!(error = %e, "metrics endpoint receive failed"),
                     }
@@ -90,7 +105,7 @@ impl Web {
     }
 }
 
-fn answer(req: tiny_http::Request, state: &State, prom: &PrometheusHandle) {
+fn answer(req: tiny_http::Request, state: &State, prom: &PrometheusHandle, windows: &mut [Window]) {
     let (body, ctype, code) = match req.url() {
         "/metrics" => {
             let mut text = prom.render();
@@ -98,6 +113,13 @@ fn answer(req: tiny_http::Request, state: &State, prom: &PrometheusHandle) {
                 text.push('\n');
             }
             text.push_str(&client_metrics(&state.usage()));
+            let now = now_ns();
+            let utilization: Vec<Utilization> = windows
+                .iter_mut()
+                .zip(state.device_tallies())
+                .map(|(w, t)| w.rate(now, &t))
+                .collect();
+            text.push_str(&device_metrics(&utilization));
             (text, "text/plain; version=0.0.4", 200)
         }
         "/status" => match serde_json::to_string(&state.status()) {
@@ -199,9 +221,53 @@ fn client_metrics(usage: &[ClientUsage]) -> String {
     out
 }
 
+/// `rgpu_device_utilization_ratio`, one series per device (in device
+/// order); nothing without share boards.
+fn device_metrics(utilization: &[Utilization]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    if utilization.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "# HELP rgpu_device_utilization_ratio Fraction of the period since the previous scrape \
+         (at most 1 s back when scraped faster) during which kernels ran on the device, all \
+         clients together (NVML utilization.gpu / 100)."
+    );
+    let _ = writeln!(out, "# TYPE rgpu_device_utilization_ratio gauge");
+    for (device, u) in utilization.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "rgpu_device_utilization_ratio{{device=\"{device}\"}} {}",
+            f64::from(u.gpu_percent) / 100.0
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_utilization_series_per_device() {
+        let u = |gpu_percent| Utilization {
+            gpu_percent,
+            memory_percent: 0,
+            period_ns: 1,
+        };
+        let text = device_metrics(&[u(42), u(0), u(100)]);
+        for line in [
+            "# TYPE rgpu_device_utilization_ratio gauge",
+            "rgpu_device_utilization_ratio{device=\"0\"} 0.42",
+            "rgpu_device_utilization_ratio{device=\"1\"} 0",
+            "rgpu_device_utilization_ratio{device=\"2\"} 1",
+        ] {
+            assert!(text.lines().any(|x| x == line), "{line} missing in\n{text}");
+        }
+        assert!(device_metrics(&[]).is_empty(), "no boards, no series");
+    }
 
     #[test]
     fn client_series_carry_their_labels_and_values() {

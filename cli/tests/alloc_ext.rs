@@ -95,11 +95,11 @@ fn variants(kind: Kind) {
     c.submit_async(&Call::MemFreeAsync(MemFreeAsync { ptr: a }));
     assert_eq!(used(&mut c), 4096 + half / 2);
     c.submit_async(&Call::MemFreeAsync(MemFreeAsync { ptr: a }));
-    assert_eq!(c.mem_info(), Err(CudaError::INVALID_VALUE), "freed twice");
+    assert_eq!(c.ctx_sync(), Err(CudaError::INVALID_VALUE), "freed twice");
     c.submit_async(&Call::MemFreeAsync(MemFreeAsync {
         ptr: DevicePtr(b.0 + 256),
     }));
-    assert_eq!(c.mem_info(), Err(CudaError::INVALID_VALUE), "not a base");
+    assert_eq!(c.ctx_sync(), Err(CudaError::INVALID_VALUE), "not a base");
     c.free(b).unwrap();
     c.free(p).unwrap();
     assert_eq!(c.free(p), Err(CudaError::INVALID_VALUE));

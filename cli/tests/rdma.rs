@@ -482,6 +482,110 @@ fn copies_1b_to_16mib() {
     }
 }
 
+/// Pinned host memory on rdma: the client registers a host region, copies name offsets in it
+/// (`Payload::Arena` / `Dest::Arena`) and the worker moves the bytes with RDMA READ / WRITE.
+/// A reference outside the region is `CUDA_ERROR_INVALID_VALUE` and the session goes on.
+fn pinned_region_through_worker() {
+    const REGION: usize = 8 << 20;
+    let server = Server::start();
+    let cfg = RdmaConfig {
+        host_region_bytes: REGION,
+        ..rdma_cfg(token())
+    };
+    let mut c = Conn::open(RdmaTransport::connect(server.rdma.as_str(), cfg).expect("connect"));
+    assert_eq!(c.t.host_region_len(), REGION);
+    c.sync(
+        &Call::RequestDevices(RequestDevices {
+            count: 1,
+            fraction_milli: 0,
+            memory_bytes: QUOTA,
+        }),
+        |_| (),
+    )
+    .unwrap();
+    let n = (3 << 20) + 5;
+    let p: DevicePtr = c
+        .sync(&Call::MemAlloc(MemAlloc { bytes: n as u64 }), |r| match r {
+            Reply::MemAllocReply(a) => a.ptr,
+            other => panic!("unexpected {other:?}"),
+        })
+        .unwrap();
+    let src = c.t.host_alloc(n).unwrap();
+    let dst = c.t.host_alloc(n).unwrap();
+    let base = c.t.host_region_base().unwrap();
+    // SAFETY: the region is REGION mapped bytes owned by `c.t`, alive until `c` closes below;
+    // the worker writes it only while a D2H call below is outstanding (sync calls).
+    let region = unsafe { std::slice::from_raw_parts_mut(base.as_ptr(), REGION) };
+    let data = pattern(9, n);
+    region[src.offset as usize..src.offset as usize + n].copy_from_slice(&data);
+    let t0 = Instant::now();
+    c.sync(
+        &Call::MemcpyHtoD(MemcpyHtoD {
+            dst: p,
+            src: Payload::Arena {
+                offset: src.offset,
+                len: n as u64,
+            },
+        }),
+        |_| (),
+    )
+    .unwrap();
+    let landed = c
+        .sync(
+            &Call::MemcpyDtoH(MemcpyDtoH {
+                src: p,
+                len: n as u64,
+                dst: rgpu_proto::Dest::Arena { offset: dst.offset },
+            }),
+            |r| match r {
+                Reply::MemcpyDtoHReply(d) => match d.data {
+                    Payload::Arena { offset, len } => (offset, len),
+                    other => panic!("unexpected payload {other:?}"),
+                },
+                other => panic!("unexpected {other:?}"),
+            },
+        )
+        .unwrap();
+    println!(
+        "pinned {n} B through the host region: {:.1?} both ways",
+        t0.elapsed()
+    );
+    assert_eq!(
+        landed,
+        (dst.offset, n as u64),
+        "the reply names the region bytes"
+    );
+    let back = &region[dst.offset as usize..dst.offset as usize + n];
+    assert_eq!(crc32fast::hash(back), crc32fast::hash(&data));
+    // Outside the region: refused before any RDMA operation, the session goes on.
+    for (offset, len) in [(REGION as u64 - 10, 11u64), (u64::MAX - 1, 16)] {
+        let h2d = c.sync(
+            &Call::MemcpyHtoD(MemcpyHtoD {
+                dst: p,
+                src: Payload::Arena { offset, len },
+            }),
+            |_| (),
+        );
+        assert_eq!(h2d, Err(CudaError::INVALID_VALUE), "H2D {offset}+{len}");
+        let d2h = c.sync(
+            &Call::MemcpyDtoH(MemcpyDtoH {
+                src: p,
+                len,
+                dst: rgpu_proto::Dest::Arena { offset },
+            }),
+            |_| (),
+        );
+        assert_eq!(d2h, Err(CudaError::INVALID_VALUE), "D2H {offset}+{len}");
+    }
+    c.sync(&Call::Nop(Nop {}), |_| ()).unwrap();
+    c.sync(&Call::MemFree(MemFree { ptr: p }), |_| ()).unwrap();
+    c.close();
+    let s = server.wait_idle();
+    assert_eq!(s["totals"]["worker_crashes"].as_u64(), Some(0), "{s}");
+    assert_eq!(s["totals"]["bytes_h2d"].as_u64(), Some(n as u64), "{s}");
+    assert_eq!(s["totals"]["bytes_d2h"].as_u64(), Some(n as u64), "{s}");
+}
+
 /// Sync null calls through the daemon's worker: prints per-round-trip figures (no timing
 /// assertion: the VM runs under TCG) and checks every call got its reply.
 fn null_call_rdma_vs_tcp() {
@@ -526,6 +630,7 @@ fn main() {
         vec![
             ("bad_token_touches_nothing", bad_token_touches_nothing),
             ("copies_1b_to_16mib", copies_1b_to_16mib),
+            ("pinned_region_through_worker", pinned_region_through_worker),
             ("null_call_rdma_vs_tcp", null_call_rdma_vs_tcp),
         ]
     } else {

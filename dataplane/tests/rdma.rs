@@ -364,6 +364,92 @@ fn bad_rkey_is_a_typed_error() {
     assert!(server_result.is_err(), "the target must not see data");
 }
 
+/// The client's pinned host region: the server reads it with RDMA READ (in pieces above
+/// the port's message size), writes it with RDMA WRITE, and is refused out-of-range
+/// references before anything is posted, after which the transport still works.
+fn host_region_read_write() {
+    const REGION: usize = 16 << 20;
+    // Above rxe's 8 MiB max_msg_sz, so the read is split into several READs.
+    const READ_AT: u64 = 4096;
+    const READ_LEN: usize = 12 << 20;
+    const WRITE_AT: u64 = (14 << 20) + 3;
+    const WRITE_LEN: usize = 1_000_001;
+    let client_cfg = RdmaConfig {
+        host_region_bytes: REGION - 5, // rounded up to a power of two
+        ..cfg()
+    };
+    let (mut c, server) = pair(cfg(), client_cfg, |mut t: RdmaTransport| {
+        assert_eq!(t.peer_host_len(), REGION as u64);
+        assert_eq!(t.host_region_len(), 0, "the server registered no region");
+        assert_eq!(recv_n(&mut t, 2), b"go");
+        let t0 = Instant::now();
+        let got = t.read_peer_host(READ_AT, READ_LEN as u64).unwrap().to_vec();
+        println!(
+            "host region: RDMA READ of {READ_LEN} bytes in {:?} (informational)",
+            t0.elapsed()
+        );
+        let want = pattern(READ_LEN, 11);
+        assert_eq!(crc32fast::hash(&got), crc32fast::hash(&want));
+        assert!(got == want, "RDMA READ returned other bytes");
+        // Out of range: refused as a peer violation, nothing posted.
+        for (off, len) in [
+            (REGION as u64 - 10, 11),
+            (REGION as u64, 1),
+            (u64::MAX, 2),
+            (0, REGION as u64 + 1),
+        ] {
+            let e = t.read_peer_host(off, len).unwrap_err();
+            assert!(
+                matches!(e, TransportError::PeerViolation { .. }),
+                "{off}+{len}: {e:?}"
+            );
+            assert!(matches!(
+                t.peer_host_staging(off, len),
+                Err(TransportError::PeerViolation { .. })
+            ));
+            assert!(matches!(
+                t.write_peer_host(off, len),
+                Err(TransportError::PeerViolation { .. })
+            ));
+        }
+        assert_eq!(t.read_peer_host(REGION as u64, 0).unwrap().len(), 0);
+        let body = pattern(WRITE_LEN, 12);
+        t.peer_host_staging(WRITE_AT, WRITE_LEN as u64)
+            .unwrap()
+            .copy_from_slice(&body);
+        t.write_peer_host(WRITE_AT, WRITE_LEN as u64).unwrap();
+        // The refusals left the transport usable.
+        t.send(b"done").unwrap();
+        assert!(t
+            .recv(deadline(20_000), &mut |_| {})
+            .is_err_and(|e| e.is_peer_gone()));
+    });
+    assert_eq!(c.host_region_len(), REGION);
+    assert_eq!(c.peer_host_len(), 0, "the server registered no region");
+    let slab = c.host_alloc(READ_LEN).unwrap();
+    assert!(slab.len as usize >= READ_LEN);
+    assert!(c.host_alloc(REGION).is_err(), "the region is half taken");
+    c.host_free(slab).unwrap();
+    assert!(c.host_free(slab).is_err(), "double free refused");
+    let base = c.host_region_base().unwrap();
+    // SAFETY: the region is REGION bytes of mapped memory owned by `c`, alive until `c`
+    // drops below; the server only touches it between "go" and "done".
+    let region = unsafe { std::slice::from_raw_parts_mut(base.as_ptr(), REGION) };
+    let start = READ_AT as usize;
+    region[start..start + READ_LEN].copy_from_slice(&pattern(READ_LEN, 11));
+    c.send(b"go").unwrap();
+    assert_eq!(recv_n(&mut c, 4), b"done");
+    let w = WRITE_AT as usize;
+    assert!(
+        region[w..w + WRITE_LEN] == pattern(WRITE_LEN, 12)[..],
+        "RDMA WRITE did not land"
+    );
+    // Fresh anonymous memory: the bytes around the write stay zero.
+    assert_eq!((region[w - 1], region[w + WRITE_LEN]), (0, 0), "no spill");
+    drop(c);
+    server.join().unwrap();
+}
+
 fn bad_length_is_a_typed_error() {
     let bad = RdmaConfig {
         fault: Fault::Oversend,
@@ -463,6 +549,7 @@ fn main() {
             ("peer_killed_mid_transfer", peer_killed_mid_transfer),
             ("bad_rkey_is_a_typed_error", bad_rkey_is_a_typed_error),
             ("bad_length_is_a_typed_error", bad_length_is_a_typed_error),
+            ("host_region_read_write", host_region_read_write),
             (
                 "wrong_token_is_refused_before_any_rdma_resource",
                 wrong_token_is_refused_before_any_rdma_resource,

@@ -361,10 +361,7 @@ pub trait Backend: Send {
     /// # Errors
     /// [`CudaError::INVALID_DEVICE`] for a bad ordinal,
     /// [`CudaError::NOT_SUPPORTED`] where nothing measures kernel time.
-    fn device_utilization(
-        &mut self,
-        device: u32,
-    ) -> Result<crate::share::Utilization, CudaError> {
+    fn device_utilization(&mut self, device: u32) -> Result<crate::share::Utilization, CudaError> {
         let _ = device;
         Err(CudaError::NOT_SUPPORTED)
     }

@@ -69,10 +69,14 @@ static void *nvml_facts(void) {
     uuid(dev, dev_uuid, 96u);
     mem(dev, &m);
     int ur = util(dev, rates);
+    char util_text[64];
+    if (ur == 0)
+        snprintf(util_text, sizeof util_text, "%u%% (device-wide, past sample period)", rates[0]);
+    else
+        snprintf(util_text, sizeof util_text, "not reported (NVML error %d)", ur);
     printf("nvml: %u device(s); device 0: %s, %s, memory total %.1f MiB (the quota), used %.1f MiB; "
            "utilization %s\n",
-           n, dev_name, dev_uuid, m.total / 1048576.0, m.used / 1048576.0,
-           ur == 3 ? "not supported (rgpu does not report it yet)" : "reported");
+           n, dev_name, dev_uuid, m.total / 1048576.0, m.used / 1048576.0, util_text);
     return dev;
 }
 

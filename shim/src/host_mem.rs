@@ -3,7 +3,9 @@
 //!
 //! Like NVIDIA's driver, the shim trusts that a non-null host pointer addresses `len` bytes;
 //! a null pointer with a nonzero length is refused, and so is a range with unmapped pages
-//! ([`mapped`], checked with `mincore(2)`): a wild host pointer gets
+//! ([`mapped`], checked with `mincore(2)`), and so is one touching a device range's
+//! reservation (`crate::remote::reserve`): a wild host pointer, or a device pointer passed
+//! as a host one, gets
 //! `CUDA_ERROR_INVALID_VALUE` instead of crashing the process or breaking the connection
 //! half-way through a send. Protection bits are not checked (a read-only page given as a
 //! copy's destination still faults, as it would with NVIDIA's driver).
@@ -21,7 +23,7 @@ pub(crate) fn host_bytes<'a>(ptr: *const c_void, len: usize) -> Result<&'a [u8],
     if len == 0 {
         return Ok(&[]);
     }
-    if ptr.is_null() || isize::try_from(len).is_err() || !mapped(ptr, len) {
+    if ptr.is_null() || isize::try_from(len).is_err() || !usable(ptr, len) {
         return Err(CUDA_ERROR_INVALID_VALUE);
     }
     // SAFETY: non-null, len fits isize, every page mapped; the driver API contract makes the
@@ -34,11 +36,18 @@ pub(crate) fn host_bytes_mut<'a>(ptr: *mut c_void, len: usize) -> Result<&'a mut
     if len == 0 {
         return Ok(&mut []);
     }
-    if ptr.is_null() || isize::try_from(len).is_err() || !mapped(ptr, len) {
+    if ptr.is_null() || isize::try_from(len).is_err() || !usable(ptr, len) {
         return Err(CUDA_ERROR_INVALID_VALUE);
     }
     // SAFETY: as in `host_bytes`, for writable memory the caller does not touch during the call.
     Ok(unsafe { std::slice::from_raw_parts_mut(ptr.cast::<u8>(), len) })
+}
+
+/// Whether `[ptr, ptr + len)` may be viewed as host memory: every page mapped, and none of
+/// them a device range's `PROT_NONE` reservation (`remote::reserve`), which `mincore` counts
+/// as mapped but which faults on access.
+fn usable(ptr: *const c_void, len: usize) -> bool {
+    mapped(ptr, len) && !crate::remote::ranges::touches_reserved(ptr as u64, len as u64)
 }
 
 /// Bytes of page-residency vector `mapped` asks `mincore` for at once (one byte per page).

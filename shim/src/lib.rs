@@ -16,6 +16,7 @@ pub mod ffi_guard;
 mod host_mem;
 pub mod kernel;
 pub mod logging;
+pub mod nvml_bridge;
 pub mod proc_table;
 pub mod remote;
 mod stubs;

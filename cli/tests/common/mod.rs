@@ -14,8 +14,8 @@ use rgpu_dataplane::shm::{ShmConfig, ShmTransport};
 use rgpu_dataplane::tcp::{TcpConfig, TcpUringTransport};
 use rgpu_dataplane::Transport;
 use rgpu_proto::{
-    Call, CallId, Client, ClientConfig, ClientEvent, CudaError, DevicePtr, MemAlloc, MemFree,
-    MemGetInfo, MemcpyDtoH, MemcpyHtoD, Payload, Reply, StreamHandle, Timestamp,
+    Call, CallId, Client, ClientConfig, ClientEvent, CtxSynchronize, CudaError, DevicePtr,
+    MemAlloc, MemFree, MemGetInfo, MemcpyDtoH, MemcpyHtoD, Payload, Reply, StreamHandle, Timestamp,
 };
 use serde_json::Value;
 
@@ -371,6 +371,15 @@ impl Conn {
     pub fn mem_info(&mut self) -> Result<(u64, u64), CudaError> {
         self.sync(&Call::MemGetInfo(MemGetInfo {}), |r| match r {
             Reply::MemInfo(m) => (m.free, m.total),
+            other => panic!("unexpected {other:?}"),
+        })
+    }
+
+    /// `cuCtxSynchronize`: reports earlier async failures (device queries
+    /// and `MemGetInfo` leave them pending).
+    pub fn ctx_sync(&mut self) -> Result<(), CudaError> {
+        self.sync(&Call::CtxSynchronize(CtxSynchronize {}), |r| match r {
+            Reply::CtxSynchronizeReply(_) => (),
             other => panic!("unexpected {other:?}"),
         })
     }

@@ -10,6 +10,7 @@ use crate::field::{
     Blob, DevicePtr, EventHandle, Field, FunctionHandle, ModuleHandle, Payload, Reader, Slots,
     StreamHandle, MAX_INLINE_BYTES,
 };
+use crate::message::Message;
 
 /// Bound on the opaque payload of [`AsyncNop`] (bench filler).
 pub const MAX_ASYNC_NOP_BYTES: u32 = 64;
@@ -342,6 +343,28 @@ call_table! {
     0x01f0 DriverGetVersion: Local {} -> DriverVersion { version: i32 };
 }
 
+/// Whether a sync call's reply reports earlier asynchronous failures (the
+/// deferred error) and the sticky error.
+///
+/// Device queries and `MemGetInfo` do not: in CUDA device queries touch no
+/// context, so a failed kernel is not theirs to report, and NVML keeps
+/// answering (memory info included) while a context is broken. The shim's NVML library and its cached device facts use these
+/// calls on the application's connection; if they consumed a deferred
+/// error, the application would never see it. The error stays pending for
+/// the next call that does report it.
+pub const fn reports_async_errors(code: u16) -> bool {
+    !matches!(
+        code,
+        DeviceGetCount::CODE
+            | DeviceGetAttribute::CODE
+            | DeviceGetName::CODE
+            | DeviceTotalMem::CODE
+            | DeviceGetUuid::CODE
+            | DeviceGetUtilization::CODE
+            | MemGetInfo::CODE
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,6 +378,15 @@ mod tests {
         let n = codes.len();
         codes.dedup();
         assert_eq!(codes.len(), n, "duplicate call code");
+    }
+
+    #[test]
+    fn device_queries_do_not_report_async_errors() {
+        assert!(!reports_async_errors(DeviceGetAttribute::CODE));
+        assert!(!reports_async_errors(DeviceGetUtilization::CODE));
+        assert!(!reports_async_errors(MemGetInfo::CODE));
+        assert!(reports_async_errors(CtxSynchronize::CODE));
+        assert!(reports_async_errors(MemcpyDtoH::CODE));
     }
 
     #[test]

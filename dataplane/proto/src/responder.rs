@@ -128,7 +128,14 @@ impl Responder {
         if let Err(e) = result {
             self.note_error(e);
         }
-        let override_err = self.sticky.or(self.deferred);
+        // Device queries leave deferred and sticky errors for the next
+        // call that reports them (`reports_async_errors`).
+        let reports = crate::calls::reports_async_errors(code);
+        let override_err = if reports {
+            self.sticky.or(self.deferred)
+        } else {
+            None
+        };
         let status = match (override_err, &result) {
             (Some(e), _) | (None, &Err(e)) => e.0,
             (None, Ok(_)) => 0,
@@ -144,7 +151,9 @@ impl Responder {
             }
         })
         .map_err(|len| ReplyError::TooLarge { len })?;
-        self.deferred = None;
+        if reports {
+            self.deferred = None;
+        }
         // The frame carries `grant`; only now that it is queued is it gone.
         let taken = self.ledger.take_unreturned();
         debug_assert_eq!(taken, grant);

@@ -317,6 +317,56 @@ fn deferred_and_sticky_errors_surface_at_next_sync() {
 }
 
 #[test]
+fn device_queries_leave_deferred_errors_for_the_app() {
+    run_seeds("query_keeps_deferred", 5, default_seed_count(), |seed| {
+        let (mut h, seen) = connected(seed, server_cfg(Framing::Stream), true);
+        let p = [0u8; 8];
+        h.client
+            .submit(h.now, &AsyncNop { payload: Blob(&p) }, StreamHandle(0))
+            .unwrap();
+        h.run_until(STEPS, |_| !seen.borrow().held.is_empty());
+        let held = std::mem::take(&mut seen.borrow_mut().held);
+        assert_eq!(held.len(), 1);
+        h.server
+            .complete_async(held[0], Err(CudaError::OUT_OF_MEMORY))
+            .unwrap();
+        let sync = |h: &mut sim::Harness, call: &Call<'_>| {
+            let id = h.client.submit_call(h.now, call, StreamHandle(0)).unwrap();
+            h.run_until(STEPS, |h| {
+                h.client_log
+                    .iter()
+                    .any(|r| matches!(r, ClientRecord::Reply { id: i, .. } if *i == id))
+            });
+            h.client_log
+                .iter()
+                .find_map(|r| match r {
+                    ClientRecord::Reply { id: i, result } if *i == id => Some(result.clone()),
+                    _ => None,
+                })
+                .expect("sync reply")
+        };
+        // A device query (what NVML asks on the app's connection) answers
+        // for itself; the async failure is still the app's to see.
+        let q = sync(
+            &mut h,
+            &Call::DeviceGetAttribute(DeviceGetAttribute {
+                device: 0,
+                attribute: 16,
+            }),
+        );
+        assert!(q.is_ok(), "device query took the deferred error: {q:?}");
+        assert_eq!(
+            sync(&mut h, &Call::Nop(Nop {})),
+            Err(CudaError::OUT_OF_MEMORY)
+        );
+        assert!(
+            sync(&mut h, &Call::Nop(Nop {})).is_ok(),
+            "deferred error consumed once"
+        );
+    });
+}
+
+#[test]
 fn server_answers_sticky_without_delivering() {
     // Drive a server directly: after a sticky async failure, later sync calls
     // are answered with the sticky code and never reach the application.

@@ -33,6 +33,11 @@ pub const SQ_DEPTH_MAX: u32 = 16_384;
 pub const INLINE_BYTES_MAX: usize = 1024;
 /// Largest batch one `send` accepts.
 pub const BATCH_BYTES_MAX: usize = 1 << 31;
+/// Largest pinned host region a client registers for its peer (4 GiB).
+pub const HOST_REGION_BYTES_MAX: usize = 1 << 32;
+/// Smallest worker staging buffer for host-region copies (registered on first use, grown
+/// to the largest access, up to the peer's region).
+pub const HOST_STAGE_BYTES_MIN: usize = 1 << 20;
 
 /// Configuration of a [`super::RdmaTransport`]. Both ends may differ: each
 /// side's receive geometry travels in the handshake.
@@ -76,6 +81,13 @@ pub struct RdmaConfig {
     /// Shared secret the connecting side proves on the TCP control connection before either
     /// side opens the device, registers memory or reveals an rkey.
     pub token: ControlToken,
+    /// Bytes of pinned host memory to register for the peer to RDMA READ and WRITE (the
+    /// client's `cuMemHostAlloc` pool), rounded up to a power of two; 0: none. At most
+    /// [`HOST_REGION_BYTES_MAX`]. A registration the memlock limit refuses is logged and
+    /// the connection goes on without a region.
+    pub host_region_bytes: usize,
+    /// Bound on one host-region READ or WRITE the worker side waits for, in milliseconds.
+    pub host_op_timeout_ms: u64,
     /// Test-only fault injection; [`Fault::None`] in production.
     #[doc(hidden)]
     pub fault: Fault,
@@ -124,6 +136,8 @@ impl Default for RdmaConfig {
             connect_timeout_ms: 10_000,
             linger_ms: 1_000,
             token: ControlToken::default(),
+            host_region_bytes: 0,
+            host_op_timeout_ms: 30_000,
             fault: Fault::None,
         }
     }
@@ -158,9 +172,15 @@ impl RdmaConfig {
         if self.retry_count > 7 || self.ack_timeout_exp > 31 || self.port == 0 {
             return Err(bad("retry_count <= 7, ack_timeout_exp <= 31, port >= 1"));
         }
-        if self.send_timeout_ms == 0 || self.default_timeout_ms == 0 || self.connect_timeout_ms == 0
+        if self.send_timeout_ms == 0
+            || self.default_timeout_ms == 0
+            || self.connect_timeout_ms == 0
+            || self.host_op_timeout_ms == 0
         {
             return Err(bad("timeouts must be > 0"));
+        }
+        if self.host_region_bytes > HOST_REGION_BYTES_MAX {
+            return Err(bad("host_region_bytes must be <= HOST_REGION_BYTES_MAX"));
         }
         Ok(())
     }
@@ -188,6 +208,14 @@ mod tests {
             },
             RdmaConfig {
                 max_inline: 4096,
+                ..Default::default()
+            },
+            RdmaConfig {
+                host_region_bytes: HOST_REGION_BYTES_MAX + 1,
+                ..Default::default()
+            },
+            RdmaConfig {
+                host_op_timeout_ms: 0,
                 ..Default::default()
             },
             RdmaConfig {

@@ -6,7 +6,7 @@
 
 use crate::error::{Result, TransportError};
 
-use super::config::{RING_BYTES_MAX, SLOT_BYTES_MAX, SLOT_COUNT_MAX};
+use super::config::{HOST_REGION_BYTES_MAX, RING_BYTES_MAX, SLOT_BYTES_MAX, SLOT_COUNT_MAX};
 
 /// Magic of the authentication message the connecting side sends first.
 pub(crate) const AUTH_MAGIC: [u8; 8] = *b"RGPUAUTH";
@@ -41,9 +41,11 @@ pub(crate) fn decode_auth(b: &[u8; AUTH_BYTES]) -> Result<[u8; 32]> {
 /// Magic at the start of every hello.
 pub(crate) const MAGIC: [u8; 8] = *b"RGPURDMA";
 /// Wire version; bumped on any layout change.
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
 /// Encoded size of a [`Hello`].
-pub(crate) const HELLO_BYTES: usize = 96;
+pub(crate) const HELLO_BYTES: usize = 128;
+/// Most RDMA READs one side lets the other have in flight (responder resources).
+pub(crate) const RD_ATOMIC_MAX: u32 = 16;
 
 /// What each side tells the other before the QPs connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +67,15 @@ pub(crate) struct Hello {
     pub slot_bytes: u32,
     /// Largest message the port carries.
     pub max_msg_bytes: u32,
+    /// RDMA READs the sender's QP accepts in flight (0: none).
+    pub rd_atom: u32,
+    /// The sender's pinned host region the peer may RDMA READ and WRITE:
+    /// address, length (0: none) and rkey.
+    pub host_addr: u64,
+    /// Length of the host region in bytes (0: no region).
+    pub host_bytes: u64,
+    /// rkey of the host region.
+    pub host_rkey: u32,
 }
 
 impl Hello {
@@ -85,6 +96,10 @@ impl Hello {
         b[64..72].copy_from_slice(&self.ring_bytes.to_le_bytes());
         b[72..76].copy_from_slice(&self.slot_bytes.to_le_bytes());
         b[76..80].copy_from_slice(&self.max_msg_bytes.to_le_bytes());
+        b[80..84].copy_from_slice(&self.rd_atom.to_le_bytes());
+        b[84..88].copy_from_slice(&self.host_rkey.to_le_bytes());
+        b[88..96].copy_from_slice(&self.host_addr.to_le_bytes());
+        b[96..104].copy_from_slice(&self.host_bytes.to_le_bytes());
         b
     }
 
@@ -121,6 +136,10 @@ impl Hello {
             ring_bytes: u64_at(64),
             slot_bytes: u32_at(72),
             max_msg_bytes: u32_at(76),
+            rd_atom: u32_at(80),
+            host_rkey: u32_at(84),
+            host_addr: u64_at(88),
+            host_bytes: u64_at(96),
         };
         if h.qpn >= 1 << 24 || h.psn >= 1 << 24 {
             return Err(bad(format!("qpn {} / psn {} beyond 24 bits", h.qpn, h.psn)));
@@ -139,6 +158,17 @@ impl Hello {
         }
         if h.max_msg_bytes == 0 {
             return Err(bad("max_msg_bytes 0".into()));
+        }
+        if h.rd_atom > RD_ATOMIC_MAX {
+            return Err(bad(format!("rd_atom {}", h.rd_atom)));
+        }
+        if h.host_bytes > HOST_REGION_BYTES_MAX as u64
+            || h.host_addr.checked_add(h.host_bytes).is_none()
+        {
+            return Err(bad(format!(
+                "host region of {} bytes at {:#x}",
+                h.host_bytes, h.host_addr
+            )));
         }
         Ok(h)
     }
@@ -175,6 +205,10 @@ mod tests {
             slot_count: 64,
             slot_bytes: 16 << 10,
             max_msg_bytes: 8 << 20,
+            rd_atom: 4,
+            host_addr: 0x7f00_0000_0000,
+            host_bytes: 256 << 20,
+            host_rkey: 0xbeef,
         }
     }
 
@@ -205,6 +239,18 @@ mod tests {
             },
             Hello {
                 slot_bytes: (SLOT_BYTES_MAX + 1) as u32,
+                ..sample()
+            },
+            Hello {
+                rd_atom: RD_ATOMIC_MAX + 1,
+                ..sample()
+            },
+            Hello {
+                host_bytes: HOST_REGION_BYTES_MAX as u64 + 1,
+                ..sample()
+            },
+            Hello {
+                host_addr: u64::MAX - 10,
                 ..sample()
             },
         ] {

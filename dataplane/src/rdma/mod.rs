@@ -15,8 +15,9 @@ mod url;
 mod verbs;
 
 pub use config::{
-    ControlToken, Fault, RdmaConfig, BATCH_BYTES_MAX, INLINE_BYTES_MAX, RING_BYTES_MAX,
-    SLOT_BYTES_MAX, SLOT_COUNT_MAX, SQ_DEPTH_MAX, STAGE_BYTES_MAX,
+    ControlToken, Fault, RdmaConfig, BATCH_BYTES_MAX, HOST_REGION_BYTES_MAX, HOST_STAGE_BYTES_MIN,
+    INLINE_BYTES_MAX, RING_BYTES_MAX, SLOT_BYTES_MAX, SLOT_COUNT_MAX, SQ_DEPTH_MAX,
+    STAGE_BYTES_MAX,
 };
 pub use transport::{Authenticated, RdmaListener, RdmaTransport};
 pub use url::{RdmaUrl, RdmaUrlError, URL_BYTES_MAX};

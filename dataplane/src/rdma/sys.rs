@@ -28,8 +28,9 @@ pub(crate) struct RawCaps {
     pub pad: u16,
     pub max_inline: u32,
     pub gid_index: i32,
+    pub max_rd_atom: u32,
 }
-const _: () = assert!(std::mem::size_of::<RawCaps>() == 44);
+const _: () = assert!(std::mem::size_of::<RawCaps>() == 48);
 
 /// Mirror of `struct rgpu_wc`.
 #[repr(C)]
@@ -86,6 +87,7 @@ extern "C" {
         remote_lid: u16,
         timeout: u8,
         retry_cnt: u8,
+        rd_atomic: u8,
         err_no: *mut c_int,
     ) -> c_int;
     pub(crate) fn rgpu_ep_destroy_qp(ep: *mut RawEp);

@@ -17,16 +17,20 @@ use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
 use super::config::{ControlToken, Fault, RdmaConfig, BATCH_BYTES_MAX, INLINE_BYTES_MAX};
 use super::handshake::{
-    decode_auth, encode_auth, Hello, AUTH_BYTES, AUTH_OK, AUTH_REFUSED, HELLO_BYTES,
+    decode_auth, encode_auth, Hello, AUTH_BYTES, AUTH_OK, AUTH_REFUSED, HELLO_BYTES, RD_ATOMIC_MAX,
 };
 use super::stage::StageRing;
 use super::verbs::{
-    status_name, Completion, CompletionKind, ConnectParams, DeviceCaps, Endpoint, OpenParams,
-    Region, SendData, SendOp, WC_RETRY_EXC_ERR,
+    status_name, Access, Completion, CompletionKind, ConnectParams, DeviceCaps, Endpoint,
+    OpenParams, Region, SendData, SendOp, WC_RETRY_EXC_ERR,
 };
 use crate::deadline;
 use crate::error::{Result, TransportError};
 use crate::transport::{Transport, TransportKind};
+
+// The pinned host region: registered by the client, read and written by the worker.
+mod host_region;
+use host_region::{HostRegion, PeerHost};
 
 /// Offset of the credit words in the remote-writable region.
 const CREDIT_OFF: usize = 0;
@@ -56,6 +60,10 @@ struct PeerView {
     slot_count: u32,
     /// Largest batch sent as one SEND.
     send_max: usize,
+    /// The peer's pinned host region, if it registered one.
+    host: Option<PeerHost>,
+    /// RDMA READs in flight each way, as negotiated (0: no RDMA READ).
+    rd_atomic: u32,
 }
 
 /// A received message not yet (fully) handed to the caller.
@@ -75,6 +83,11 @@ pub struct RdmaTransport {
     // (PD, context) is closed; `Drop::drop` destroys the QP before both.
     remote: Region,
     local: Region,
+    /// Our pinned host region for the peer (client side), if registered.
+    host: Option<HostRegion>,
+    /// Staging for READs and WRITEs of the peer's host region (worker side), registered
+    /// on first use and grown to the largest access.
+    host_stage: Option<Region>,
     ep: Endpoint,
     ctrl: TcpStream,
     cfg: RdmaConfig,
@@ -306,8 +319,10 @@ impl RdmaTransport {
         let caps = ep.caps();
         let slots_bytes = cfg.slot_count as usize * cfg.slot_bytes;
         let ring_off = (SLOTS_OFF + slots_bytes).next_multiple_of(4096);
-        let remote = ep.register(ring_off + cfg.ring_bytes, true)?;
-        let local = ep.register(STAGE_OFF + cfg.stage_bytes, false)?;
+        let remote = ep.register(ring_off + cfg.ring_bytes, Access::RemoteWrite)?;
+        let local = ep.register(STAGE_OFF + cfg.stage_bytes, Access::Local)?;
+        let host = HostRegion::register(&mut ep, cfg.host_region_bytes);
+        let rd_atom = caps.max_rd_atom.min(RD_ATOMIC_MAX);
 
         let psn = random_psn();
         let mtu = u8::try_from(caps.active_mtu)
@@ -330,6 +345,10 @@ impl RdmaTransport {
             slot_count: cfg.slot_count,
             slot_bytes: u32::try_from(cfg.slot_bytes).unwrap_or(u32::MAX),
             max_msg_bytes: caps.max_msg_bytes,
+            rd_atom,
+            host_addr: host.as_ref().map_or(0, |h| h.region.addr()),
+            host_bytes: host.as_ref().map_or(0, |h| h.region.len() as u64),
+            host_rkey: host.as_ref().map_or(0, |h| h.region.rkey()),
         };
         ctrl.write_all(&ours.encode())
             .map_err(io("send RDMA hello"))?;
@@ -348,6 +367,8 @@ impl RdmaTransport {
             remote_lid: theirs.lid,
             timeout: cfg.ack_timeout_exp,
             retry_cnt: cfg.retry_count,
+            // Bounded by RD_ATOMIC_MAX (ours) and the validated hello (theirs).
+            rd_atomic: u8::try_from(rd_atom.min(theirs.rd_atom)).unwrap_or(0),
         })?;
         for i in 0..cfg.slot_count {
             ep.post_recv(
@@ -389,6 +410,8 @@ impl RdmaTransport {
             ring_bytes: theirs.ring_bytes as usize,
             slot_count: theirs.slot_count,
             send_max,
+            host: PeerHost::from_hello(&theirs, rd_atom.min(theirs.rd_atom), max_msg),
+            rd_atomic: rd_atom.min(theirs.rd_atom),
         };
         tracing::info!(
             qpn = ep.qpn(),
@@ -403,6 +426,8 @@ impl RdmaTransport {
             stage: StageRing::new(cfg.stage_bytes),
             remote,
             local,
+            host,
+            host_stage: None,
             ep,
             ctrl,
             caps,

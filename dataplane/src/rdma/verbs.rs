@@ -67,6 +67,9 @@ pub struct DeviceCaps {
     pub max_inline: u32,
     /// The GID index in use; `None` on InfiniBand without a GRH.
     pub gid_index: Option<u32>,
+    /// RDMA READs the device lets one QP have in flight, as initiator and as
+    /// responder (the smaller of `max_qp_init_rd_atom` and `max_qp_rd_atom`).
+    pub max_rd_atom: u32,
 }
 
 /// One completion, reduced to what the transport needs.
@@ -125,6 +128,35 @@ pub(crate) enum SendOp {
         /// Peer rkey.
         rkey: u32,
     },
+    /// RDMA READ of peer memory into the (registered, never inline) local bytes.
+    Read {
+        /// Peer virtual address.
+        raddr: u64,
+        /// Peer rkey.
+        rkey: u32,
+    },
+}
+
+/// What the peer may do to a registered region (local write is always allowed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Only this side's NIC touches it (send staging).
+    Local,
+    /// The peer may RDMA WRITE into it (receive slots, ring, credit words).
+    RemoteWrite,
+    /// The peer may RDMA READ and WRITE it (the client's pinned host region).
+    RemoteReadWrite,
+}
+
+impl Access {
+    /// The shim's access bits (1: remote write, 2: remote read).
+    fn bits(self) -> i32 {
+        match self {
+            Access::Local => 0,
+            Access::RemoteWrite => 1,
+            Access::RemoteReadWrite => 3,
+        }
+    }
 }
 
 /// One open device context with PD, completion channel, CQ and RC QP.
@@ -203,6 +235,7 @@ impl Endpoint {
             lid: caps.lid,
             max_inline: caps.max_inline,
             gid_index: u32::try_from(caps.gid_index).ok(),
+            max_rd_atom: caps.max_rd_atom,
         };
         let ep = Self {
             raw,
@@ -243,8 +276,8 @@ impl Endpoint {
         unsafe { BorrowedFd::borrow_raw(fd) }
     }
 
-    /// Registers an anonymous mapping of `len` bytes (remote write access if `remote`).
-    pub(crate) fn register(&mut self, len: usize, remote: bool) -> Result<Region> {
+    /// Registers an anonymous mapping of `len` bytes with `access` for the peer.
+    pub(crate) fn register(&mut self, len: usize, access: Access) -> Result<Region> {
         let mut map =
             MmapMut::map_anon(len).map_err(|e| TransportError::io("mmap RDMA buffer", e))?;
         let (mut lkey, mut rkey, mut err_no) = (0u32, 0u32, 0i32);
@@ -255,7 +288,7 @@ impl Endpoint {
                 self.raw,
                 map.as_mut_ptr().cast(),
                 len,
-                i32::from(remote),
+                access.bits(),
                 &mut lkey,
                 &mut rkey,
                 &mut err_no,
@@ -295,6 +328,7 @@ impl Endpoint {
                 c.remote_lid,
                 c.timeout,
                 c.retry_cnt,
+                c.rd_atomic,
                 &mut err_no,
             )
         };
@@ -330,6 +364,11 @@ impl Endpoint {
             SendOp::Send => (0, 0, 0, 0),
             SendOp::WriteImm { raddr, rkey, imm } => (1, raddr, rkey, imm),
             SendOp::Write { raddr, rkey } => (2, raddr, rkey, 0),
+            SendOp::Read { raddr, rkey } => {
+                // A READ writes into local memory: only a registered region will do.
+                assert!(inl == 0, "an RDMA READ needs a registered destination");
+                (3, raddr, rkey, 0)
+            }
         };
         // SAFETY: raw is live; [addr, addr+len) lies in a registered region that
         // outlives the WR (the caller holds staging until completion) or is inline data
@@ -489,6 +528,8 @@ pub(crate) struct ConnectParams {
     pub remote_lid: u16,
     pub timeout: u8,
     pub retry_cnt: u8,
+    /// RDMA READs in flight each way (0: the QP refuses remote reads).
+    pub rd_atomic: u8,
 }
 
 /// An anonymous mapping registered as one memory region.
@@ -528,9 +569,17 @@ impl Region {
         &self.map[off..off + len]
     }
 
-    /// Mutable bytes (staging; never memory the peer writes).
+    /// Mutable bytes (staging, or host-region slabs the peer is not reading or writing at
+    /// the time; never the receive slots, ring or credit words).
     pub(crate) fn bytes_mut(&mut self, off: usize, len: usize) -> &mut [u8] {
         &mut self.map[off..off + len]
+    }
+
+    /// The first byte, for handing the region's memory to a caller that
+    /// manages it by offset (the client's pinned host region).
+    pub(crate) fn base_ptr(&mut self) -> std::ptr::NonNull<u8> {
+        // A mapping's pointer is never null (memmap2 maps at least one page).
+        std::ptr::NonNull::new(self.map.as_mut_ptr()).unwrap_or(std::ptr::NonNull::dangling())
     }
 
     /// Reads an 8-byte-aligned word the peer updates with RDMA WRITE.

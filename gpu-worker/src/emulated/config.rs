@@ -58,7 +58,9 @@ impl Default for EmulatedConfig {
             allocations_max: 65_536,
             streams_max: 1024,
             events_max: 65_536,
-            modules_max: 256,
+            // cuBLASLt 13.x alone loads 479 distinct images in `cublasLtCreate`
+            // (seen through the shim, docs/shim.md); 256 refused its 257th.
+            modules_max: 4096,
             module_cache_max: 64,
             shared_mem_per_block_bytes: 48 << 10,
         }

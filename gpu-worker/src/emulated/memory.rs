@@ -8,7 +8,8 @@
 //! process-wide, never-reused counter starting at [`ADDRESS_BASE`], with a
 //! guard gap after each allocation: a use-after-free or a small overrun
 //! lands on no allocation, and a pointer of another session (thread) is
-//! never valid here.
+//! never valid here. The address window is chosen to be free in client
+//! processes, whose shim reserves each device range it learns.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,11 +18,19 @@ use rgpu_proto::{CudaError, DevicePtr};
 
 use super::zeroed::try_zeroed;
 
-/// First device address handed out (a plausible user-space-looking base).
-pub const ADDRESS_BASE: u64 = 0x7f00_0000_0000;
-/// Address space the counter may use, above [`ADDRESS_BASE`]; past it
-/// allocations fail with `CUDA_ERROR_OUT_OF_MEMORY`.
-pub const ADDRESS_SPAN_BYTES: u64 = 1 << 62;
+/// First device address handed out: 16 TiB, a user-space address (so the
+/// client shim can reserve it, see `docs/shim.md`, "Address spaces") where
+/// Linux places nothing unless asked: mmap grows down from below the stack
+/// (`0x7f…` on x86-64, `0xffff…` on 48-bit aarch64), PIE binaries load at
+/// `0x55…`/`0x56…`, and the brk heap of a non-PIE binary starts near 4 MiB.
+/// Client host memory and emulated device addresses therefore do not meet
+/// in practice (the shim still checks).
+pub const ADDRESS_BASE: u64 = 0x1000_0000_0000;
+/// Address space the counter may use, above [`ADDRESS_BASE`] (32 TiB: the
+/// window ends at `0x3000_0000_0000`, inside the 47-bit user space of
+/// x86-64); past it allocations fail with `CUDA_ERROR_OUT_OF_MEMORY`, as
+/// addresses are never reused.
+pub const ADDRESS_SPAN_BYTES: u64 = 0x2000_0000_0000;
 /// Allocation granularity and base alignment, as `cuMemAlloc` guarantees.
 pub const ALLOC_ALIGN_BYTES: u64 = 256;
 /// Unmapped gap left after every allocation's address range.
@@ -30,6 +39,7 @@ pub const GUARD_BYTES: u64 = 64 << 10;
 const _: () = assert!(ALLOC_ALIGN_BYTES.is_power_of_two());
 const _: () = assert!(GUARD_BYTES.is_multiple_of(ALLOC_ALIGN_BYTES));
 const _: () = assert!(ADDRESS_BASE.is_multiple_of(ALLOC_ALIGN_BYTES));
+const _: () = assert!(ADDRESS_BASE + ADDRESS_SPAN_BYTES <= 1 << 47);
 
 /// Next unused device address, shared by every emulated context in the
 /// process so that addresses are never reused.
@@ -214,6 +224,7 @@ mod tests {
         let a = m.alloc(1000).unwrap();
         let b = m.alloc(1000).unwrap();
         assert!(a.0 >= ADDRESS_BASE && a.0.is_multiple_of(ALLOC_ALIGN_BYTES));
+        assert!(b.0 + 1000 <= ADDRESS_BASE + ADDRESS_SPAN_BYTES);
         assert!(b.0 >= a.0 + 1000 + GUARD_BYTES);
         assert!(m.slice(a, 1000).is_some());
         assert!(m.slice(DevicePtr(a.0 + 999), 1).is_some());

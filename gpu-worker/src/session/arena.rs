@@ -8,6 +8,11 @@
 //! peer, so each access is bounds-checked by the transport and a bad one is
 //! an error for that call, never a crash.
 //!
+//! Over rdma the "arena" is the client's registered pinned host region
+//! (`docs/rdma.md`, "Pinned host memory"): a read is an RDMA READ into the
+//! worker's staging, a write fills the staging and [`ArenaAccess::arena_commit`]
+//! RDMA-WRITEs it back once the device copy succeeded.
+//!
 //! [`ArenaAccess::arena_span`] also tells a backend where the arena lives in
 //! this process, so a GPU backend can page-lock it once
 //! ([`Backend::register_host_arena`](crate::Backend::register_host_arena)):
@@ -37,17 +42,26 @@ pub trait ArenaAccess {
     fn arena_span(&self) -> Option<HostSpan> {
         None
     }
-    /// The `len` bytes at `offset`.
+    /// The `len` bytes at `offset` (`&mut self`: over rdma this fetches them).
     ///
     /// # Errors
     /// [`CudaError::INVALID_VALUE`] when there is no arena or the range is
     /// outside it.
-    fn arena_read(&self, offset: u64, len: u64) -> Result<&[u8], CudaError>;
-    /// The `len` bytes at `offset`, writable.
+    fn arena_read(&mut self, offset: u64, len: u64) -> Result<&[u8], CudaError>;
+    /// The `len` bytes at `offset`, writable. The bytes reach the peer once
+    /// [`ArenaAccess::arena_commit`] returns.
     ///
     /// # Errors
     /// As [`ArenaAccess::arena_read`].
     fn arena_write(&mut self, offset: u64, len: u64) -> Result<&mut [u8], CudaError>;
+    /// Publishes the bytes filled through [`ArenaAccess::arena_write`] for the
+    /// same range. Shared memory needs nothing; rdma writes them to the peer.
+    ///
+    /// # Errors
+    /// As [`ArenaAccess::arena_read`].
+    fn arena_commit(&mut self, _offset: u64, _len: u64) -> Result<(), CudaError> {
+        Ok(())
+    }
 }
 
 /// No arena: every access fails (tcp, the simulator).
@@ -55,7 +69,7 @@ pub trait ArenaAccess {
 pub struct NoArena;
 
 impl ArenaAccess for NoArena {
-    fn arena_read(&self, _offset: u64, _len: u64) -> Result<&[u8], CudaError> {
+    fn arena_read(&mut self, _offset: u64, _len: u64) -> Result<&[u8], CudaError> {
         Err(CudaError::INVALID_VALUE)
     }
     fn arena_write(&mut self, _offset: u64, _len: u64) -> Result<&mut [u8], CudaError> {
@@ -78,7 +92,7 @@ impl ArenaAccess for ShmTransport {
             len,
         })
     }
-    fn arena_read(&self, offset: u64, len: u64) -> Result<&[u8], CudaError> {
+    fn arena_read(&mut self, offset: u64, len: u64) -> Result<&[u8], CudaError> {
         self.slab(Slab { offset, len })
             .map_err(|_| CudaError::INVALID_VALUE)
     }
@@ -89,28 +103,45 @@ impl ArenaAccess for ShmTransport {
 }
 
 impl ArenaAccess for TcpUringTransport {
-    fn arena_read(&self, offset: u64, len: u64) -> Result<&[u8], CudaError> {
-        NoArena.arena_read(offset, len)
+    fn arena_read(&mut self, _offset: u64, _len: u64) -> Result<&[u8], CudaError> {
+        Err(CudaError::INVALID_VALUE)
     }
     fn arena_write(&mut self, _offset: u64, _len: u64) -> Result<&mut [u8], CudaError> {
         Err(CudaError::INVALID_VALUE)
     }
 }
 
+/// Over rdma: the client's registered pinned host region, reached with RDMA
+/// READ and WRITE through the transport's staging. A range outside the region
+/// is refused before anything is posted; a failed transfer closes the
+/// transport (the session then ends at its next receive or send).
 #[cfg(feature = "rdma")]
 impl ArenaAccess for rgpu_dataplane::rdma::RdmaTransport {
-    fn arena_read(&self, offset: u64, len: u64) -> Result<&[u8], CudaError> {
-        NoArena.arena_read(offset, len)
+    fn arena_read(&mut self, offset: u64, len: u64) -> Result<&[u8], CudaError> {
+        self.read_peer_host(offset, len)
+            .map_err(|e| rdma_arena_error("read", &e))
     }
-    fn arena_write(&mut self, _offset: u64, _len: u64) -> Result<&mut [u8], CudaError> {
-        Err(CudaError::INVALID_VALUE)
+    fn arena_write(&mut self, offset: u64, len: u64) -> Result<&mut [u8], CudaError> {
+        self.peer_host_staging(offset, len)
+            .map_err(|e| rdma_arena_error("write", &e))
     }
+    fn arena_commit(&mut self, offset: u64, len: u64) -> Result<(), CudaError> {
+        self.write_peer_host(offset, len)
+            .map_err(|e| rdma_arena_error("commit", &e))
+    }
+}
+
+/// A refused or failed host-region transfer is the call's `INVALID_VALUE`.
+#[cfg(feature = "rdma")]
+fn rdma_arena_error(op: &'static str, e: &rgpu_dataplane::TransportError) -> CudaError {
+    tracing::debug!(op, %e, "rgpu session: rdma host-region access failed");
+    CudaError::INVALID_VALUE
 }
 
 #[cfg(feature = "rdma")]
 impl SessionTransport for rgpu_dataplane::rdma::RdmaTransport {
     fn has_arena(&self) -> bool {
-        false
+        self.peer_host_len() > 0
     }
 }
 

@@ -249,6 +249,7 @@ impl Executor {
                 .register_arena(b, arena)
                 .arena_write(m.arena_offset, m.len)
                 .and_then(|dst| b.memcpy_dtoh(dst, m.src, on))
+                .and_then(|()| arena.arena_commit(m.arena_offset, m.len))
                 .inspect(|()| self.stats.bytes_d2h += m.len),
             Call::MemcpyDtoDAsync(m) => b.memcpy_dtod(m.dst, m.src, m.len, on),
             Call::MemsetAsync(m) => b.memset(m.dst, m.width, m.value, m.count, on),
@@ -359,6 +360,13 @@ impl Executor {
             Call::DeviceGetUuid(d) => b
                 .device_uuid(d.device)
                 .map(|uuid| Reply::DeviceUuid(DeviceUuid { uuid })),
+            Call::DeviceGetUtilization(d) => b.device_utilization(d.device).map(|u| {
+                Reply::DeviceUtilization(rgpu_proto::DeviceUtilization {
+                    gpu_percent: u.gpu_percent,
+                    memory_percent: u.memory_percent,
+                    period_us: u.period_ns / 1_000,
+                })
+            }),
             Call::MemGetInfo(_) => b.mem_get_info().map(|m| {
                 Reply::MemInfo(MemInfo {
                     free: m.free,
@@ -558,6 +566,7 @@ impl Executor {
                 .register_arena(b, arena)
                 .arena_write(offset, len)
                 .and_then(|out| b.memcpy_dtoh(out, src, Exec::Sync))
+                .and_then(|()| arena.arena_commit(offset, len))
                 .map(|()| 0),
         };
         let reply = match (res, dst) {

@@ -8,6 +8,12 @@
 //! `launch`, which is the kernel's time for a backend whose launches run
 //! synchronously (the emulated one). Graph launches are not forwarded by
 //! the protocol yet; when they are, they must pass the gate too.
+//!
+//! It also keeps the device-utilization sample window
+//! ([`super::utilization`]): sampled on launches (at most every 1/6 s) and
+//! on each [`Backend::device_utilization`] query. Kernel time an
+//! asynchronous backend measured after a launch returned is charged at the
+//! next launch, synchronization (stream, event, context) or query.
 
 use std::ops::Deref;
 use std::time::Instant;
@@ -18,8 +24,10 @@ use rgpu_proto::{
 };
 
 use super::board::Board;
+use super::clock::now_ns;
 use super::gate::ShareGate;
 use super::usage::{CallKind, Direction};
+use super::utilization::{Tally, Utilization, Window};
 use crate::backend::{
     Backend, DeviceGrant, DeviceRequest, Exec, FunctionInfo, LaunchDims, MemoryInfo, Released,
 };
@@ -31,15 +39,51 @@ pub struct Shared<B, R: Deref<Target = Board>> {
     inner: B,
     gate: Option<ShareGate<R>>,
     waited_ns: u64,
+    /// This session's kernel time in all, in ns (the utilization source
+    /// when there is no board).
+    kernel_ns: u64,
+    /// Utilization samples of the device (or of this session, no board).
+    window: Window,
 }
 
 impl<B: Backend, R: Deref<Target = Board>> Shared<B, R> {
     /// Wraps `inner`; `gate` `None` runs it unthrottled.
     pub fn new(inner: B, gate: Option<ShareGate<R>>) -> Self {
+        let tally = tally_of(gate.as_ref(), 0);
         Self {
             inner,
             gate,
             waited_ns: 0,
+            kernel_ns: 0,
+            window: Window::new(now_ns(), tally),
+        }
+    }
+
+    /// This session's kernel time so far, in ns (measured as the gate
+    /// charges it, also without a gate).
+    #[must_use]
+    pub fn kernel_ns(&self) -> u64 {
+        self.kernel_ns
+    }
+
+    /// Charges kernel time the inner backend measured since the last call
+    /// (asynchronous kernels that completed meanwhile), so the board and
+    /// the utilization window see it before the next launch does.
+    fn charge_measured(&mut self) {
+        if let Some(ns) = self.inner.take_kernel_ns().filter(|&ns| ns > 0) {
+            if let Some(g) = self.gate.as_mut() {
+                g.charge(ns);
+            }
+            self.kernel_ns = self.kernel_ns.saturating_add(ns);
+        }
+    }
+
+    /// Records a utilization sample if one is due (cheap when not).
+    fn sample(&mut self) {
+        let now = now_ns();
+        if self.window.due(now) {
+            let tally = tally_of(self.gate.as_ref(), self.kernel_ns);
+            self.window.observe(now, &tally);
         }
     }
 
@@ -85,11 +129,16 @@ impl<B: Backend, R: Deref<Target = Board>> Shared<B, R> {
         &mut self,
         run: impl FnOnce(&mut B) -> Result<(), CudaError>,
     ) -> Result<(), CudaError> {
-        let Some(gate) = self.gate.as_mut() else {
-            return run(&mut self.inner);
+        let (result, kernel_ns) = match self.gate.as_mut() {
+            Some(gate) => {
+                let (result, waited_ns, kernel_ns) = gated_on(gate, &mut self.inner, run);
+                self.waited_ns = self.waited_ns.saturating_add(waited_ns);
+                (result, kernel_ns)
+            }
+            None => measured_on(&mut self.inner, run),
         };
-        let (result, waited_ns) = gated_on(gate, &mut self.inner, run);
-        self.waited_ns = self.waited_ns.saturating_add(waited_ns);
+        self.kernel_ns = self.kernel_ns.saturating_add(kernel_ns);
+        self.sample();
         result
     }
 
@@ -97,6 +146,12 @@ impl<B: Backend, R: Deref<Target = Board>> Shared<B, R> {
     pub fn into_inner(self) -> B {
         self.inner
     }
+}
+
+/// The utilization input: the whole device's board through `gate`'s slot,
+/// else this session's own `kernel_ns`.
+fn tally_of<R: Deref<Target = Board>>(gate: Option<&ShareGate<R>>, kernel_ns: u64) -> Tally {
+    gate.map_or_else(|| Tally::single(kernel_ns), |g| Tally::of_board(g.board()))
 }
 
 /// What [`gated_on`] needs of a backend: its kernel-time measurements.
@@ -110,23 +165,45 @@ impl<B: Backend + ?Sized> Measured for B {
     }
 }
 
-/// One gated launch on `inner` (see [`Shared::gated`]); returns its result
-/// and the time it waited for tokens, in ns.
+/// One gated launch on `inner` (see [`Shared::gated`]); returns its
+/// result, the time it waited for tokens and the kernel time charged
+/// (earlier launches' measured before it, plus its own), in ns.
 fn gated_on<T: Measured, R: Deref<Target = Board>>(
     gate: &mut ShareGate<R>,
     inner: &mut T,
     run: impl FnOnce(&mut T) -> Result<(), CudaError>,
-) -> (Result<(), CudaError>, u64) {
-    if let Some(ns) = inner.take_ns().filter(|&ns| ns > 0) {
-        gate.charge(ns);
+) -> (Result<(), CudaError>, u64, u64) {
+    let before_ns = inner.take_ns().filter(|&ns| ns > 0).unwrap_or(0);
+    if before_ns > 0 {
+        gate.charge(before_ns);
     }
     let waited_ns = gate.admit().waited_ns;
+    let (result, kernel_ns) = timed(inner, run);
+    gate.charge(kernel_ns);
+    (result, waited_ns, before_ns.saturating_add(kernel_ns))
+}
+
+/// One ungated launch on `inner`; returns its result and the kernel time
+/// measured (as [`gated_on`] charges it), in ns.
+fn measured_on<T: Measured>(
+    inner: &mut T,
+    run: impl FnOnce(&mut T) -> Result<(), CudaError>,
+) -> (Result<(), CudaError>, u64) {
+    let before_ns = inner.take_ns().unwrap_or(0);
+    let (result, kernel_ns) = timed(inner, run);
+    (result, before_ns.saturating_add(kernel_ns))
+}
+
+/// Runs one launch; its kernel time is what the backend measured, else
+/// its wall time (a synchronous launch).
+fn timed<T: Measured>(
+    inner: &mut T,
+    run: impl FnOnce(&mut T) -> Result<(), CudaError>,
+) -> (Result<(), CudaError>, u64) {
     let start = Instant::now();
     let result = run(inner);
     let wall_ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-    let kernel_ns = inner.take_ns().unwrap_or(wall_ns);
-    gate.charge(kernel_ns);
-    (result, waited_ns)
+    (result, inner.take_ns().unwrap_or(wall_ns))
 }
 
 impl<B: Backend, R: Deref<Target = Board> + Send> Backend for Shared<B, R> {
@@ -312,6 +389,16 @@ impl<B: Backend, R: Deref<Target = Board> + Send> Backend for Shared<B, R> {
         // The gate has consumed the inner backend's measurements.
         None
     }
+    fn device_utilization(&mut self, device: u32) -> Result<Utilization, CudaError> {
+        self.note(CallKind::Device);
+        if device >= self.inner.device_count()? {
+            return Err(CudaError::INVALID_DEVICE);
+        }
+        self.charge_measured();
+        let now = now_ns();
+        let tally = tally_of(self.gate.as_ref(), self.kernel_ns);
+        Ok(self.window.rate(now, &tally))
+    }
     fn stream_create(&mut self, flags: u32, priority: i32) -> Result<StreamHandle, CudaError> {
         self.note(CallKind::Stream);
         self.inner.stream_create(flags, priority)
@@ -326,7 +413,9 @@ impl<B: Backend, R: Deref<Target = Board> + Send> Backend for Shared<B, R> {
     }
     fn stream_synchronize(&mut self, stream: StreamHandle) -> Result<(), CudaError> {
         self.note(CallKind::Stream);
-        self.inner.stream_synchronize(stream)
+        let r = self.inner.stream_synchronize(stream);
+        self.charge_measured();
+        r
     }
     fn stream_wait_event(
         &mut self,
@@ -351,7 +440,9 @@ impl<B: Backend, R: Deref<Target = Board> + Send> Backend for Shared<B, R> {
     }
     fn event_synchronize(&mut self, event: EventHandle) -> Result<(), CudaError> {
         self.note(CallKind::Event);
-        self.inner.event_synchronize(event)
+        let r = self.inner.event_synchronize(event);
+        self.charge_measured();
+        r
     }
     fn event_elapsed_ns(&mut self, start: EventHandle, end: EventHandle) -> Result<u64, CudaError> {
         self.note(CallKind::Event);
@@ -363,7 +454,9 @@ impl<B: Backend, R: Deref<Target = Board> + Send> Backend for Shared<B, R> {
     }
     fn ctx_synchronize(&mut self) -> Result<(), CudaError> {
         self.note(CallKind::Stream);
-        self.inner.ctx_synchronize()
+        let r = self.inner.ctx_synchronize();
+        self.charge_measured();
+        r
     }
     fn request_devices(&mut self, request: DeviceRequest) -> Result<DeviceGrant, CudaError> {
         self.inner.request_devices(request)
@@ -402,14 +495,14 @@ mod tests {
         // nothing yet after it.
         let mut b = Async([Some(0), Some(7), Some(100), Some(0)].into());
         for _ in 0..2 {
-            let (r, _) = gated_on(&mut gate, &mut b, |_| Ok(()));
+            let (r, _, _) = gated_on(&mut gate, &mut b, |_| Ok(()));
             assert_eq!(r, Ok(()));
         }
         let used = board.snapshot()[0].used_ns;
         assert_eq!(used, 107, "measured time only, never the enqueue time");
         // A backend that does not measure is charged the launch's wall time.
         let mut sync = Async([None, None].into());
-        let (r, _) = gated_on(&mut gate, &mut sync, |_| {
+        let (r, _, charged) = gated_on(&mut gate, &mut sync, |_| {
             std::thread::sleep(std::time::Duration::from_millis(2));
             Err(CudaError::INVALID_VALUE)
         });
@@ -419,5 +512,6 @@ mod tests {
             "the result passes through"
         );
         assert!(board.snapshot()[0].used_ns >= 107 + 2_000_000);
+        assert!(charged >= 2_000_000, "the wall time is reported as charged");
     }
 }

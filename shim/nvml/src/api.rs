@@ -1,14 +1,16 @@
 //! The NVML entry points rgpu answers: initialisation, system versions, device enumeration
 //! and lookup, name, UUID, PCI location, compute capability, memory (the client's quota) and
-//! the running compute processes (this process). Each runs inside [`guard`], takes its facts
-//! from the shim through [`state`], and writes through [`out`].
+//! the running compute processes (this process), utilization. Each runs inside [`guard`], takes
+//! its facts from the shim through [`state`], and writes through [`out`].
 //!
-//! Utilization is not reported (`NVML_ERROR_NOT_SUPPORTED`, logged once): the worker does not
-//! yet send the device's busy time to the client, and a figure made up on the client side
-//! would be wrong.
+//! Utilization is measured by the worker (the whole device's kernel time over its last sample
+//! period, from the compute-share board) and asked through the shim's rgpu-only
+//! `rgpu_shim_device_utilization` export; the memory-controller figure is not measured and
+//! reported as 0. A shim without that export: `NVML_ERROR_NOT_SUPPORTED`, logged once.
 
 use std::ffi::{c_char, c_int, c_uint};
 
+use crate::driver::DriverError;
 use crate::guard::{guard, once_per_name};
 use crate::out;
 use crate::state::{self, fail, NvmlDevice};
@@ -469,24 +471,42 @@ pub unsafe extern "C" fn nvmlDeviceGetCudaComputeCapability(
     })
 }
 
-/// `nvmlDeviceGetUtilizationRates`: not reported (see the module docs).
+/// `nvmlDeviceGetUtilizationRates`: `gpu` = percent of the worker's last sample period (1/6 s
+/// to 1 s when sampled often) during which kernels ran on the device, all tenants together;
+/// `memory` = 0 (not measured). One round trip (see the module docs).
 ///
 /// # Safety
-/// `utilization` is not written.
+/// `utilization` must be null or writable.
 #[no_mangle]
 pub unsafe extern "C" fn nvmlDeviceGetUtilizationRates(
     device: NvmlDevice,
-    _utilization: *mut NvmlUtilization,
+    utilization: *mut NvmlUtilization,
 ) -> NvmlReturn {
-    guard("nvmlDeviceGetUtilizationRates", move || {
-        state::device("nvmlDeviceGetUtilizationRates", device)?;
-        if once_per_name("nvmlDeviceGetUtilizationRates/why") {
-            tracing::warn!(
-                "rgpu nvml: nvmlDeviceGetUtilizationRates is not supported: the GPU server does \
-                 not report the device's busy time to clients yet"
-            );
+    const ENTRY: &str = "nvmlDeviceGetUtilizationRates";
+    guard(ENTRY, move || {
+        let (d, ordinal) = state::device(ENTRY, device)?;
+        if utilization.is_null() {
+            return Err(NVML_ERROR_INVALID_ARGUMENT);
         }
-        Err(NVML_ERROR_NOT_SUPPORTED)
+        let (gpu, memory) = match d.utilization(ordinal) {
+            Ok(u) => u,
+            Err(DriverError::Missing(_)) => {
+                if once_per_name("nvmlDeviceGetUtilizationRates/why") {
+                    tracing::warn!(
+                        "rgpu nvml: nvmlDeviceGetUtilizationRates is not supported: the loaded \
+                         rgpu shim lacks rgpu_shim_device_utilization"
+                    );
+                }
+                return Err(NVML_ERROR_NOT_SUPPORTED);
+            }
+            Err(e) => return Err(fail(ENTRY, e)),
+        };
+        let value = NvmlUtilization {
+            gpu: gpu.min(100),
+            memory: memory.min(100),
+        };
+        // SAFETY: non-null (checked), writable by the caller's contract.
+        unsafe { out::write(utilization, value) }
     })
 }
 

@@ -7,6 +7,10 @@
 //! missing `rgpu_shim_marker` export) is refused with `NVML_ERROR_LIBRARY_NOT_FOUND`: this
 //! library cannot describe a local GPU. All `unsafe` of the crate's driver use is here, behind
 //! safe methods.
+//!
+//! One rgpu-only export is used besides the driver API: `rgpu_shim_device_utilization`
+//! (`shim/src/nvml_bridge.rs`), optional so that an older shim without it still serves every
+//! other call (utilization is then `NVML_ERROR_NOT_SUPPORTED`).
 
 use std::ffi::{c_char, c_int, c_uint};
 use std::sync::OnceLock;
@@ -17,6 +21,8 @@ use libloading::Library;
 pub const DRIVER_FILE: &str = "libcuda.so.1";
 /// The export that marks rgpu's shim.
 pub const SHIM_MARKER: &[u8] = b"rgpu_shim_marker\0";
+/// The shim's rgpu-only utilization export (optional).
+pub const SHIM_UTILIZATION: &str = "rgpu_shim_device_utilization";
 /// `CUDA_SUCCESS`.
 pub const CUDA_SUCCESS: c_int = 0;
 /// Longest device name asked of the shim, NUL included (NVML's own buffers are 96 bytes).
@@ -65,6 +71,7 @@ type TotalMemFn = unsafe extern "C" fn(*mut usize, c_int) -> c_int;
 type UuidFn = unsafe extern "C" fn(*mut [u8; 16], c_int) -> c_int;
 type AttrFn = unsafe extern "C" fn(*mut c_int, c_int, c_int) -> c_int;
 type MemInfoFn = unsafe extern "C" fn(*mut usize, *mut usize) -> c_int;
+type UtilizationFn = unsafe extern "C" fn(c_int, *mut c_uint, *mut c_uint) -> c_int;
 
 /// The shim's entry points NVML uses.
 pub struct Driver {
@@ -78,6 +85,8 @@ pub struct Driver {
     device_get_uuid: UuidFn,
     device_get_attribute: AttrFn,
     mem_get_info: MemInfoFn,
+    /// `rgpu_shim_device_utilization`, when the shim exports it.
+    utilization: Option<UtilizationFn>,
 }
 
 fn check(call: &'static str, code: c_int) -> Result<(), DriverError> {
@@ -132,6 +141,9 @@ impl Driver {
             device_get_uuid: resolve!(UuidFn, "cuDeviceGetUuid"),
             device_get_attribute: resolve!(AttrFn, "cuDeviceGetAttribute"),
             mem_get_info: resolve!(MemInfoFn, "cuMemGetInfo_v2"),
+            // SAFETY: the signature is `rgpu_shim_device_utilization`'s in
+            // `shim/src/nvml_bridge.rs` (int ordinal, two `unsigned int` outputs).
+            utilization: unsafe { symbol::<UtilizationFn>(&lib, SHIM_UTILIZATION) }.ok(),
             _lib: lib,
         })
     }
@@ -217,6 +229,20 @@ impl Driver {
             (self.mem_get_info)(&mut free, &mut total)
         })?;
         Ok((free as u64, total as u64))
+    }
+}
+
+impl Driver {
+    /// `rgpu_shim_device_utilization`: (gpu, memory) percent of device `dev` over the worker's
+    /// last sample period, one round trip; [`DriverError::Missing`] from a shim without it.
+    pub fn utilization(&self, dev: c_int) -> Result<(u32, u32), DriverError> {
+        let f = self
+            .utilization
+            .ok_or(DriverError::Missing(SHIM_UTILIZATION))?;
+        let (mut gpu, mut memory): (c_uint, c_uint) = (0, 0);
+        // SAFETY: both are live, writable `unsigned int`s.
+        check(SHIM_UTILIZATION, unsafe { f(dev, &mut gpu, &mut memory) })?;
+        Ok((gpu, memory))
     }
 }
 

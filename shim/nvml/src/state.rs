@@ -11,8 +11,8 @@ use std::sync::Mutex;
 use crate::driver::{self, Driver, DriverError};
 use crate::types::{
     NvmlReturn, NVML_ERROR_DRIVER_NOT_LOADED, NVML_ERROR_GPU_IS_LOST, NVML_ERROR_INVALID_ARGUMENT,
-    NVML_ERROR_LIBRARY_NOT_FOUND, NVML_ERROR_NOT_FOUND, NVML_ERROR_UNINITIALIZED,
-    NVML_ERROR_UNKNOWN,
+    NVML_ERROR_LIBRARY_NOT_FOUND, NVML_ERROR_NOT_FOUND, NVML_ERROR_NOT_SUPPORTED,
+    NVML_ERROR_UNINITIALIZED, NVML_ERROR_UNKNOWN,
 };
 
 /// `nvmlDevice_t`: an opaque pointer.
@@ -28,6 +28,8 @@ const CUDA_ERROR_DEVICE_UNAVAILABLE: c_int = 46;
 /// `CUDA_ERROR_INVALID_VALUE` / `CUDA_ERROR_INVALID_DEVICE`.
 const CUDA_ERROR_INVALID_VALUE: c_int = 1;
 const CUDA_ERROR_INVALID_DEVICE: c_int = 101;
+/// `CUDA_ERROR_NOT_SUPPORTED`: the worker cannot answer (e.g. no utilization window).
+const CUDA_ERROR_NOT_SUPPORTED: c_int = 801;
 
 /// One handle target. Never read: only its address matters.
 #[repr(C)]
@@ -68,6 +70,10 @@ pub fn code_of(err: &DriverError) -> NvmlReturn {
             code: CUDA_ERROR_INVALID_VALUE | CUDA_ERROR_INVALID_DEVICE,
             ..
         } => NVML_ERROR_INVALID_ARGUMENT,
+        DriverError::Cuda {
+            code: CUDA_ERROR_NOT_SUPPORTED,
+            ..
+        } => NVML_ERROR_NOT_SUPPORTED,
         DriverError::Cuda { .. } => NVML_ERROR_UNKNOWN,
     }
 }
@@ -178,6 +184,11 @@ mod tests {
             code: 46,
         };
         assert_eq!(code_of(&lost), NVML_ERROR_GPU_IS_LOST);
+        let no_window = DriverError::Cuda {
+            call: crate::driver::SHIM_UTILIZATION,
+            code: 801,
+        };
+        assert_eq!(code_of(&no_window), NVML_ERROR_NOT_SUPPORTED);
     }
 
     #[test]

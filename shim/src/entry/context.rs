@@ -228,6 +228,31 @@ pub unsafe extern "C" fn cuCtxSynchronize_v2(ctx: CUcontext) -> CUresult {
     })
 }
 
+/// The id of the primary context, the only context a client has. `cuCtxGetId` ids are unique
+/// for the life of the program (cuda.h); the shim never destroys the context (a reset keeps
+/// its memory and modules on the server), so the id never changes.
+pub const PRIMARY_CTX_ID: u64 = 1;
+
+/// The unique id of `ctx`, or of the current context when `ctx` is null (`cuCtxGetId`,
+/// TOOLS_CONTEXT slot 4).
+pub(crate) fn context_id(ctx: CUcontext) -> Result<u64, CUresult> {
+    let ctx = context::resolve(ctx)?;
+    debug_assert!(ctx == context::primary());
+    Ok(PRIMARY_CTX_ID)
+}
+
+/// `cuCtxGetId` (12.0): the unique id of `ctx`, or of the current context when `ctx` is
+/// null; `CUDA_ERROR_INVALID_CONTEXT` for an unknown context or none current.
+///
+/// # Safety
+/// `ctx_id` must be null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cuCtxGetId(ctx: CUcontext, ctx_id: *mut u64) -> CUresult {
+    ffi_guard("cuCtxGetId", || {
+        with_session(|_| write_out(ctx_id, context_id(ctx)?))
+    })
+}
+
 pub(super) fn implemented(name: &str, version: u32) -> Option<*const c_void> {
     Some(match (name, version) {
         ("cuDevicePrimaryCtxRetain", 7000) => cuDevicePrimaryCtxRetain as *const c_void,
@@ -249,6 +274,37 @@ pub(super) fn implemented(name: &str, version: u32) -> Option<*const c_void> {
         ("cuCtxSynchronize", 2000) => cuCtxSynchronize as *const c_void,
         ("cuCtxGetDevice", 13000) => cuCtxGetDevice_v2 as *const c_void,
         ("cuCtxSynchronize", 13000) => cuCtxSynchronize_v2 as *const c_void,
+        ("cuCtxGetId", 12000) => cuCtxGetId as *const c_void,
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cuda_types::{CUDA_ERROR_INVALID_CONTEXT, CUDA_ERROR_NOT_INITIALIZED};
+
+    #[test]
+    fn context_id_is_the_primary_contexts_and_refuses_unknown_or_absent_contexts() {
+        // A fresh test thread has no current context.
+        assert_eq!(
+            context_id(std::ptr::null_mut()),
+            Err(CUDA_ERROR_INVALID_CONTEXT)
+        );
+        let bogus = 0x10 as CUcontext;
+        assert_eq!(context_id(bogus), Err(CUDA_ERROR_INVALID_CONTEXT));
+        assert_eq!(context_id(context::primary()), Ok(PRIMARY_CTX_ID));
+        context::push(context::primary()).unwrap();
+        assert_eq!(context_id(std::ptr::null_mut()), Ok(PRIMARY_CTX_ID));
+        assert_eq!(context::pop(), Ok(context::primary()));
+    }
+
+    #[test]
+    fn ctx_get_id_before_init_is_not_initialized() {
+        let mut id = 0u64;
+        // SAFETY: a valid output pointer; no session exists in unit tests.
+        let r = unsafe { cuCtxGetId(context::primary(), &mut id) };
+        assert_eq!(r, CUDA_ERROR_NOT_INITIALIZED);
+        assert_eq!(id, 0);
+    }
 }

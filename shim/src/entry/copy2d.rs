@@ -86,7 +86,10 @@ fn end(
         MEMORYTYPE_HOST => (false, host),
         MEMORYTYPE_DEVICE => (true, device),
         // Unified: the device pointer field, classified by the known device ranges.
-        MEMORYTYPE_UNIFIED => (ranges::device_find(device).is_some(), device),
+        MEMORYTYPE_UNIFIED => (
+            ranges::is_device(device).map_err(|_| CUDA_ERROR_INVALID_VALUE)?,
+            device,
+        ),
         MEMORYTYPE_ARRAY => return Err(CUDA_ERROR_NOT_SUPPORTED),
         _ => return Err(CUDA_ERROR_INVALID_VALUE),
     };

@@ -37,7 +37,7 @@ fn host_alloc(pp: *mut *mut c_void, bytes: usize, flags: c_uint) -> CUresult {
             return Err(CUDA_ERROR_INVALID_VALUE);
         }
         let mut conn = s.conn();
-        let p = pinned::alloc(conn.shm_mut(), bytes, flags)?;
+        let p = pinned::alloc(pinned::pool(&mut conn), bytes, flags)?;
         write_out(pp, p)
     })
 }
@@ -81,7 +81,7 @@ pub unsafe extern "C" fn cuMemFreeHost(p: *mut c_void) -> CUresult {
                 crate::entry::stream::ctx_synchronize(s, "cuMemFreeHost")?;
             }
             let mut conn = s.conn();
-            pinned::free(conn.shm_mut(), p)
+            pinned::free(pinned::pool(&mut conn), p)
         })
     })
 }
@@ -114,7 +114,9 @@ pub unsafe extern "C" fn cuMemHostGetDevicePointer_v2(
         with_session(|_| {
             pinned::find(p as u64).ok_or(CUDA_ERROR_INVALID_VALUE)?;
             if crate::logging::once_per_name("unsupported", "cuMemHostGetDevicePointer") {
-                tracing::warn!("rgpu shim: mapped pinned memory cannot be reached by a remote GPU; cuMemHostGetDevicePointer is not supported");
+                tracing::warn!(
+                    "rgpu shim: mapped pinned memory cannot be reached by a remote GPU; cuMemHostGetDevicePointer is not supported"
+                );
             }
             Err(CUDA_ERROR_NOT_SUPPORTED)
         })

@@ -3,8 +3,9 @@
 //!
 //! Copies are planned by [`crate::remote::copy`]: pinned arena memory goes by reference
 //! (zero copy over shm), pageable memory is staged with several chunks in flight, tcp sends
-//! host-to-device bytes as trailers. Every device allocation is recorded in
-//! [`crate::remote::ranges`] so that `cuMemcpy` can tell device from host pointers.
+//! host-to-device bytes as trailers. Every device allocation is recorded (and its pages
+//! reserved in this process) in [`crate::remote::ranges`] so that `cuMemcpy` can tell device
+//! from host pointers; an address that is both is refused rather than guessed.
 
 use std::ffi::{c_uchar, c_uint, c_ushort, c_void};
 
@@ -60,6 +61,11 @@ pub unsafe extern "C" fn cuMemAlloc_v2(dptr: *mut CUdeviceptr, bytes: usize) -> 
 pub unsafe extern "C" fn cuMemFree_v2(dptr: CUdeviceptr) -> CUresult {
     ffi_guard("cuMemFree_v2", || {
         with_session(|s| {
+            // Freeing null does nothing: the runtime's `cudaFree(0)` (the usual way to create
+            // the context) calls `cuMemFree_v2(0)` and must get success.
+            if dptr == 0 {
+                return Ok(());
+            }
             s.conn()
                 .sync(
                     &Call::MemFree(MemFree {
@@ -101,14 +107,14 @@ pub unsafe extern "C" fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) ->
 enum Side {
     /// Inside a device allocation the shim tracks.
     Device,
-    /// Pinned arena memory at this arena offset (shm only).
+    /// Pinned arena memory at this arena offset (shm, or rdma's registered host region).
     Arena(u64),
     /// Any other host memory (pageable, registered, or pinned without an arena).
     Host,
 }
 
 /// Classifies `[addr, addr + len)`: a tracked device allocation wins, then pinned arena
-/// memory (when `arena` is true, i.e. over shm), else host memory.
+/// memory (when `arena` is true: over shm, or rdma with a host region), else host memory.
 fn side_of(addr: u64, len: usize, arena: bool) -> Side {
     if ranges::device_find(addr).is_some() {
         return Side::Device;
@@ -135,7 +141,7 @@ pub(crate) fn copy_htod(
         return Ok(());
     }
     let mut conn = s.conn();
-    if let Side::Arena(off) = side_of(src as u64, bytes, conn.is_shm()) {
+    if let Side::Arena(off) = side_of(src as u64, bytes, conn.has_arena()) {
         return copy::htod_arena(&mut conn, stream, dst, off, bytes);
     }
     copy::htod(&mut conn, stream, dst, host_bytes(src, bytes)?)
@@ -153,7 +159,7 @@ pub(crate) fn copy_dtoh(
         return Ok(());
     }
     let mut conn = s.conn();
-    if let Side::Arena(off) = side_of(dst as u64, bytes, conn.is_shm()) {
+    if let Side::Arena(off) = side_of(dst as u64, bytes, conn.has_arena()) {
         return copy::dtoh_arena(&mut conn, stream, off, src, bytes);
     }
     copy::dtoh(&mut conn, stream, host_bytes_mut(dst, bytes)?, src)
@@ -179,6 +185,21 @@ pub(crate) fn copy_dtod(
         .map_err(|e| to_curesult("cuMemcpyDtoD_v2", &e))
 }
 
+/// Unified addressing: whether each of `dst` and `src` is device memory, from the recorded
+/// device ranges. A side in a device range that is also host memory in this process
+/// (`ranges::Claim::Conflicted`) is `CUDA_ERROR_INVALID_VALUE`, not a guess.
+fn unified_sides(dst: CUdeviceptr, src: CUdeviceptr) -> Result<(bool, bool), CUresult> {
+    let side = |addr| {
+        ranges::is_device(addr).map_err(|e| {
+            if crate::logging::once_per_name("unified-address", "ambiguous") {
+                tracing::warn!(error = %e, "rgpu shim: unified copy refused; use an explicit direction");
+            }
+            CUDA_ERROR_INVALID_VALUE
+        })
+    };
+    Ok((side(dst)?, side(src)?))
+}
+
 /// Unified addressing: the direction of `cuMemcpy` from the known ranges of both sides.
 fn copy_any(
     s: &Session,
@@ -190,8 +211,7 @@ fn copy_any(
     if bytes == 0 {
         return Ok(());
     }
-    let dst_dev = ranges::device_find(dst).is_some();
-    let src_dev = ranges::device_find(src).is_some();
+    let (dst_dev, src_dev) = unified_sides(dst, src)?;
     match (dst_dev, src_dev) {
         (true, true) => copy_dtod(s, stream, dst, src, bytes),
         (true, false) => copy_htod(s, stream, dst, src as *const c_void, bytes),
@@ -291,7 +311,7 @@ fn htod_async(
         if bytes == 0 {
             return Ok(());
         }
-        let arena = s.conn().is_shm();
+        let arena = s.conn().has_arena();
         if let Side::Arena(off) = side_of(src as u64, bytes, arena) {
             // Stream-ordered and truly async: the worker reads the pinned pages when the
             // copy's turn comes; the application keeps them unchanged until then (CUDA's rule).
@@ -322,7 +342,7 @@ fn dtoh_async(
         if bytes == 0 {
             return Ok(());
         }
-        let arena = s.conn().is_shm();
+        let arena = s.conn().has_arena();
         if let Side::Arena(off) = side_of(dst as u64, bytes, arena) {
             let call = Call::MemcpyDtoHAsync(MemcpyDtoHAsync {
                 src: DevicePtr(src),
@@ -361,8 +381,10 @@ fn any_async(
     h: CUstream,
     per_thread: bool,
 ) -> CUresult {
-    let dst_dev = ranges::device_find(dst).is_some();
-    let src_dev = ranges::device_find(src).is_some();
+    let (dst_dev, src_dev) = match unified_sides(dst, src) {
+        Ok(sides) => sides,
+        Err(e) => return e,
+    };
     match (dst_dev, src_dev) {
         (true, true) => dtod_async(dst, src, bytes, h, per_thread),
         (true, false) => htod_async(dst, src as *const c_void, bytes, h, per_thread),
@@ -560,6 +582,39 @@ mod tests {
         pinned::free(None, p).unwrap();
         ranges::device_remove(base);
         assert_eq!(side_of(base + 10, 4, false), Side::Host);
+    }
+
+    #[test]
+    fn unified_sides_refuse_ambiguous_addresses() {
+        // A reserved device range (the emulated window) and a device range that is host
+        // memory here (a live heap buffer).
+        let dev = 0x1f00_0000_0000;
+        ranges::device_insert(dev, 4096);
+        let host = vec![0u8; 1 << 18].into_boxed_slice();
+        let ambiguous = host.as_ptr() as u64 + 4096;
+        ranges::device_insert(ambiguous, 512);
+        let plain = host.as_ptr() as u64;
+        assert_eq!(unified_sides(dev, plain), Ok((true, false)));
+        assert_eq!(unified_sides(plain, dev + 8), Ok((false, true)));
+        assert_eq!(
+            unified_sides(ambiguous + 8, plain),
+            Err(CUDA_ERROR_INVALID_VALUE)
+        );
+        assert_eq!(unified_sides(dev, ambiguous), Err(CUDA_ERROR_INVALID_VALUE));
+        // A reserved device page is never viewed as host memory (it would fault); the
+        // conflicted range's bytes are real host memory and stay viewable.
+        assert_eq!(
+            host_bytes(dev as *const c_void, 16).map(<[u8]>::len),
+            Err(CUDA_ERROR_INVALID_VALUE)
+        );
+        assert!(host_bytes_mut(dev as *mut c_void, 1).is_err());
+        assert_eq!(
+            host_bytes(ambiguous as *const c_void, 16).map(<[u8]>::len),
+            Ok(16)
+        );
+        ranges::device_remove(dev);
+        ranges::device_remove(ambiguous);
+        assert_eq!(unified_sides(dev, ambiguous), Ok((false, false)));
     }
 
     #[test]

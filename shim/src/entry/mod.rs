@@ -16,6 +16,7 @@ pub mod launch;
 pub mod memory;
 pub mod module;
 pub mod stream;
+pub mod stream_info;
 
 use std::ffi::c_void;
 
@@ -52,6 +53,7 @@ pub(crate) fn implemented(name: &str, version: u32) -> Option<*const c_void> {
         .or_else(|| copy2d::implemented(name, version))
         .or_else(|| module::implemented(name, version))
         .or_else(|| stream::implemented(name, version))
+        .or_else(|| stream_info::implemented(name, version))
         .or_else(|| event::implemented(name, version))
         .or_else(|| capture::implemented(name, version))
         .or_else(|| launch::implemented(name, version))
@@ -62,6 +64,7 @@ pub(crate) fn implemented(name: &str, version: u32) -> Option<*const c_void> {
 /// [`stream`]). Rows not named here fall back to [`implemented`].
 pub(crate) fn implemented_per_thread(name: &str, version: u32) -> Option<*const c_void> {
     stream::implemented_per_thread(name, version)
+        .or_else(|| stream_info::implemented_per_thread(name, version))
         .or_else(|| alloc_ext::implemented_per_thread(name, version))
         .or_else(|| event::implemented_per_thread(name, version))
         .or_else(|| capture::implemented_per_thread(name, version))

@@ -131,7 +131,11 @@ pub unsafe extern "C" fn cuModuleLoadFatBinary(
 #[no_mangle]
 pub unsafe extern "C" fn cuModuleUnload(module: CUmodule) -> CUresult {
     ffi_guard("cuModuleUnload", || {
-        with_session(|s| ops::unload(s, "cuModuleUnload", handle(module)))
+        with_session(|s| {
+            ops::unload(s, "cuModuleUnload", handle(module))?;
+            crate::remote::ranges::device_remove_globals(handle(module));
+            Ok(())
+        })
     })
 }
 
@@ -189,6 +193,10 @@ fn get_global(
                 _ => None,
             })
             .map_err(|e| crate::remote::session::to_curesult(entry, &e))?;
+        // Recorded (and reserved here) so that unified copies know it for device memory.
+        if size > 0 {
+            crate::remote::ranges::device_insert_global(module, ptr, size);
+        }
         // Both outputs are optional (null: not wanted), as in the driver.
         if !dptr.is_null() {
             write_out(dptr, ptr)?;
@@ -275,7 +283,11 @@ pub unsafe extern "C" fn cuLibraryLoadData(
 #[no_mangle]
 pub unsafe extern "C" fn cuLibraryUnload(library: CUmodule) -> CUresult {
     ffi_guard("cuLibraryUnload", || {
-        with_session(|s| ops::unload(s, "cuLibraryUnload", handle(library)))
+        with_session(|s| {
+            ops::unload(s, "cuLibraryUnload", handle(library))?;
+            crate::remote::ranges::device_remove_globals(handle(library));
+            Ok(())
+        })
     })
 }
 

@@ -11,14 +11,15 @@
 //! * `21318c60-…` (TOOLS_CONTEXT; `CU_ETID_ToolsContext` in NVIDIA's tools library), asked
 //!   for after `cuInit` by 13.5 (not 13.2). Without it 13.5 fails `cudaGetDeviceCount` with
 //!   `cudaErrorSymbolNotFound`. A 595-series driver serves 94 function slots; the runtimes we
-//!   ran call none of them. Every slot is a stub that logs once and returns
+//!   ran call none of them. Slot 4 (a context's unique id, which cuBLASLt uses) is served by
+//!   [`super::tools_slots`]; every other slot is a stub that logs once and returns
 //!   `CUDA_ERROR_NOT_SUPPORTED`; the tests fail on that log line, so a caller is noticed.
 //! * CUDART_INTERFACE slot 12 ("load compilers"), called by `libcudart.so.13`: see
 //!   [`load_compilers`].
 
 use std::ffi::c_void;
 
-use super::{code, size_slot, slot_stub, Table, TOOLS_CTX};
+use super::{code, size_slot, slot_stub, tools_slots, Table, TOOLS_CTX};
 use crate::cuda_types::{CUresult, CUuuid, CUDA_SUCCESS};
 use crate::ffi_guard::ffi_guard;
 
@@ -34,16 +35,23 @@ pub const TOOLS_CONTEXT: CUuuid = CUuuid {
 /// serves it).
 pub const TOOLS_CONTEXT_SLOTS: usize = 95;
 
-/// One logging stub per function slot of TOOLS_CONTEXT; slot 0 is the size.
+/// TOOLS_CONTEXT's slots: the size in slot 0, slot 4 served (the context id), and one
+/// logging stub for every other function slot.
 macro_rules! tools_context_slots {
-    ($($slot:literal)*) => {
-        [size_slot(TOOLS_CONTEXT_SLOTS), $(code(slot_stub::<TOOLS_CTX, $slot>)),*]
+    ($($before:literal)* ; $($after:literal)*) => {
+        [
+            size_slot(TOOLS_CONTEXT_SLOTS),
+            $(code(slot_stub::<TOOLS_CTX, $before>),)*
+            tools_slots::TOOLS_CONTEXT_ID,
+            $(code(slot_stub::<TOOLS_CTX, $after>)),*
+        ]
     };
 }
 
-/// The TOOLS_CONTEXT table: present, with every function slot refusing (see the module doc).
+/// The TOOLS_CONTEXT table: present, with slot 4 served and every other function slot
+/// refusing (see the module doc).
 pub static TOOLS_CONTEXT_TABLE: Table<TOOLS_CONTEXT_SLOTS> = Table(tools_context_slots!(
-    1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33
+    1 2 3 ; 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33
     34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60 61 62 63
     64 65 66 67 68 69 70 71 72 73 74 75 76 77 78 79 80 81 82 83 84 85 86 87 88 89 90 91 92 93
     94
@@ -84,7 +92,7 @@ mod tests {
     }
 
     #[test]
-    fn tools_context_has_its_size_and_a_refusing_stub_in_every_slot() {
+    fn tools_context_has_its_size_the_context_id_in_slot_4_and_refusing_stubs_elsewhere() {
         assert_eq!(
             TOOLS_CONTEXT_TABLE.slot(0) as usize,
             TOOLS_CONTEXT_SLOTS * 8
@@ -95,6 +103,7 @@ mod tests {
             assert!(!slot.is_null(), "slot {i} is null");
             assert!(distinct.insert(slot as usize), "slot {i} shares a stub");
         }
+        assert_eq!(TOOLS_CONTEXT_TABLE.slot(4), tools_slots::TOOLS_CONTEXT_ID);
         // SAFETY: every function slot holds a `slot_stub`, an `extern "C" fn() -> CUresult`
         // (checked non-null above).
         let f: extern "C" fn() -> CUresult =

@@ -13,12 +13,14 @@
 //!   expect the CUDA 13 requirements tables, so it is reported as not found; the 13.x
 //!   runtimes then take the classic bootstrap (`cuda13`).
 //! * TOOLS_CONTEXT (`21318c60-…`, 94 slots): required by the 13.5 runtime after `cuInit`;
-//!   served with refusing stubs (`cuda13`).
+//!   served with refusing stubs (`cuda13`), except slot 4, a context's id (`tools_slots`).
+//! * TOOLS_TLS: slot 2, the current context (`tools_slots`).
 //! * Anything else: not found, logged once per id; never a fake table.
 
 pub mod cuda13;
 pub mod integrity;
 mod runtime_slots;
+mod tools_slots;
 
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -188,11 +190,12 @@ pub static INTEGRITY_TABLE: Table<INTEGRITY_CHECK_SLOTS> = Table([
     code(slot_stub::<INTEGRITY, 2>),
 ]);
 
-/// The TOOLS_TLS table: the runtime reads its size; the functions are unknown.
+/// The TOOLS_TLS table: the runtime reads its size; slot 2 (the current context, which
+/// cuBLASLt uses) is served by `tools_slots`; slots 1 and 3 are unknown.
 pub static TOOLS_TLS_TABLE: Table<TOOLS_TLS_SLOTS> = Table([
     size_slot(TOOLS_TLS_SLOTS),
     code(slot_stub::<TLS, 1>),
-    code(slot_stub::<TLS, 2>),
+    tools_slots::TOOLS_TLS_CURRENT_CONTEXT,
     code(slot_stub::<TLS, 3>),
 ]);
 

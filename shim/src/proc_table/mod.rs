@@ -7,6 +7,7 @@
 //! NVIDIA's `cudaTypedefs.h` (see `entries.rs`); this module holds the pure lookup rules.
 
 mod entries;
+pub mod exports;
 
 pub(crate) use entries::ENTRIES;
 pub use entries::ENTRY_COUNT;

@@ -1,13 +1,17 @@
 //! One protocol connection to the server: a transport plus the sans-IO `rgpu_proto::Client`,
 //! driven from the calling thread. Async calls ([`Conn::submit_async`]) are queued and batched
 //! without waiting, bounded by the server's credit window; a sync call ([`Conn::sync_on`]) goes
-//! out after them and waits for its reply, which carries any deferred error.
+//! out after them and waits for its reply, which carries any deferred error. A background
+//! thread ([`start_flusher`]) sends a queued batch about one linger after its first call when
+//! the program makes no further call.
 //!
 //! Every wait is bounded by [`REPLY_TIMEOUT_MS`]; every failure is a typed [`ConnError`] that
 //! the entry points turn into a `CUresult`.
 
 use std::io::IoSlice;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use rgpu_dataplane::shm::ShmTransport;
@@ -22,6 +26,13 @@ use super::config::{ServerAddr, ServerConfig};
 
 // Pipelined sync calls, trailers and arena access for the memory paths.
 mod pipeline;
+// The background flusher thread (bounded latency for queued async calls).
+mod flusher;
+// An in-process fake server for this module's tests.
+#[cfg(test)]
+mod fake_server;
+
+pub use flusher::{start_flusher, FLUSHER_IDLE_PARK_MS, FLUSHER_THREAD_NAME};
 
 /// Bound on the handshake, in milliseconds.
 pub const HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
@@ -116,6 +127,16 @@ pub struct Conn {
     epoch: Instant,
     /// Async calls accepted by [`Conn::submit_async`] so far.
     async_count: u64,
+    /// The client's linger bound (how long an open batch waits for company).
+    linger: Duration,
+    /// When the open (unsent) batch got its first async call; shared with the flusher.
+    mark: Arc<flusher::FlushMark>,
+    /// The flusher thread, once started ([`start_flusher`]).
+    flusher: Option<Thread>,
+    /// Batches the flusher sent (the program made no call in time); for tests and logs.
+    flushes_by_flusher: u64,
+    /// Batches handed to the transport so far.
+    batches_sent: u64,
 }
 
 impl Conn {
@@ -138,11 +159,17 @@ impl Conn {
             handshake_timeout_ns: HANDSHAKE_TIMEOUT_MS * 1_000_000,
             ..ClientConfig::default()
         };
+        let linger = Duration::from_nanos(client_cfg.linger_ns);
         let mut conn = Self {
             client: Client::new(client_cfg, Timestamp::ZERO),
             link,
             epoch: Instant::now(),
             async_count: 0,
+            linger,
+            mark: flusher::FlushMark::new(),
+            flusher: None,
+            flushes_by_flusher: 0,
+            batches_sent: 0,
         };
         conn.pump("handshake")?;
         let deadline = Instant::now() + Duration::from_millis(HANDSHAKE_TIMEOUT_MS);
@@ -172,6 +199,7 @@ impl Conn {
             t.send_vectored(&[IoSlice::new(batch)])
                 .map_err(|source| ConnError::Transport { call, source })?;
             self.client.advance_transmit();
+            self.batches_sent += 1;
         }
         Ok(())
     }
@@ -211,10 +239,11 @@ impl Conn {
     /// Queues the async `call`, ordered on `stream`, without waiting for the device.
     ///
     /// The call joins the open batch; the batch goes out when it is full, when its first call
-    /// has lingered past the client's linger bound (checked at each submit), or ahead of the
-    /// next sync call (which seals it). A failure on the device is not reported here: it is the
-    /// deferred error the next sync call returns (CUDA's semantics). What is reported here:
-    /// the context's sticky error, a refused call (too large, bad field), or a lost connection.
+    /// has lingered past the client's linger bound (checked at each submit, and by the
+    /// flusher thread when no submit comes), or ahead of the next sync call (which seals
+    /// it). A failure on the device is not reported here: it is the deferred error the next
+    /// sync call returns (CUDA's semantics). What is reported here: the context's sticky
+    /// error, a refused call (too large, bad field), or a lost connection.
     ///
     /// Unacknowledged async calls are bounded by the server's credit window: when it is spent,
     /// this sends what is queued and waits (at most [`REPLY_TIMEOUT_MS`]) for credit to return.
@@ -242,6 +271,7 @@ impl Conn {
         let now = self.now();
         self.client.handle_timeout(now, |_| {});
         self.pump(name)?;
+        self.arm_flusher();
         Ok(())
     }
 
@@ -261,7 +291,30 @@ impl Conn {
     /// Sends every queued async call now (no waiting for replies).
     pub fn flush(&mut self, call: &'static str) -> Result<(), ConnError> {
         self.client.flush();
-        self.pump(call)
+        self.pump(call)?;
+        self.mark.clear();
+        Ok(())
+    }
+
+    /// Batches handed to the transport so far (each one doorbell).
+    #[must_use]
+    pub fn batches_sent(&self) -> u64 {
+        self.batches_sent
+    }
+
+    /// Batches the flusher thread sent because the program made no call within the linger
+    /// bound.
+    #[must_use]
+    pub fn flushes_by_flusher(&self) -> u64 {
+        self.flushes_by_flusher
+    }
+
+    /// Mirrors the client's sticky error (if any) for lock-free readers ([`sticky_seen`]).
+    /// Called after every receive that may carry a reply.
+    fn mirror_sticky(&self) {
+        if let Some(e) = self.client.sticky_error() {
+            note_sticky(e);
+        }
     }
 
     /// Sends what is queued, then receives until async credit is available again.
@@ -298,6 +351,8 @@ impl Conn {
             .submit_call(now, call, stream)
             .map_err(|e| submit_error(name, e))?;
         self.pump(name)?;
+        // The sync call sealed the open batch, and everything queued is now sent.
+        self.mark.clear();
         let mut f = Some(f);
         let mut out: Option<Result<R, CallError>> = None;
         let deadline = Instant::now() + Duration::from_millis(REPLY_TIMEOUT_MS);
@@ -336,9 +391,7 @@ impl Conn {
                 _ => {}
             })?;
         }
-        if let Some(e) = self.client.sticky_error() {
-            note_sticky(e);
-        }
+        self.mirror_sticky();
         out.unwrap_or_else(|| Err(ConnError::Timeout { call: name }.into()))
     }
 }
@@ -347,6 +400,10 @@ impl Conn {
 /// connection lock: local answers must return it, and must not wait behind another thread's
 /// round trip to learn it. One connection per process, so one value per process.
 static STICKY_SEEN: AtomicU32 = AtomicU32::new(0);
+
+/// Serialises the tests that set and reset [`STICKY_SEEN`] (one value per process).
+#[cfg(test)]
+static STICKY_TEST_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn note_sticky(e: CudaError) {
     debug_assert!(e.is_sticky());
@@ -386,6 +443,7 @@ mod tests {
 
     #[test]
     fn sticky_mirror_and_submit_refusals() {
+        let _serial = STICKY_TEST_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         let illegal = CudaError(700);
         assert!(illegal.is_sticky());
         // A sticky refusal is the device's answer, and is mirrored for lock-free readers.

@@ -6,8 +6,12 @@
 //! | pinned (arena) | one call naming the arena offset: zero copy | — (no arena) |
 //! | pageable, registered, local pinned | staged through [`STAGE_DEPTH`] arena slabs of [`STAGE_CHUNK_BYTES`], pipelined | H2D: trailers of up to [`TRAILER_CHUNK_BYTES`] sent straight from the caller's memory; D2H: inline replies of [`INLINE_CHUNK_BYTES`], [`INLINE_DEPTH`] in flight |
 //!
-//! Message-framed transports (rdma) have neither arena nor trailers: both directions go
-//! inline in [`MESSAGE_CHUNK_BYTES`] chunks, [`INLINE_DEPTH`] in flight.
+//! On rdma with a registered host region (`docs/rdma.md`, "Pinned host memory") the region
+//! plays the arena's part: pinned memory lives in it ([`htod_arena`] / [`dtoh_arena`]: one
+//! call naming the offset; the worker moves the bytes with RDMA READ / WRITE), and pageable
+//! copies are staged through slabs of it exactly as on shm. Without a region (registration
+//! refused) rdma has neither arena nor trailers: both directions go inline in
+//! [`MESSAGE_CHUNK_BYTES`] chunks, [`INLINE_DEPTH`] in flight.
 //!
 //! Copies of at most [`SMALL_COPY_BYTES`] travel inline in one call (cheapest for small
 //! sizes). When no staging slab can be had (arena full), copies fall back to inline chunks.
@@ -23,6 +27,7 @@ use rgpu_proto::{
 };
 
 use super::conn::{CallError, Conn};
+use super::pinned;
 use super::session::to_curesult;
 use crate::cuda_types::{CUresult, CUDA_ERROR_INVALID_VALUE, CUDA_ERROR_UNKNOWN};
 
@@ -242,7 +247,7 @@ pub fn htod(conn: &mut Conn, stream: StreamHandle, dst: u64, src: &[u8]) -> Resu
     if src.len() <= SMALL_COPY_BYTES {
         return htod_inline(conn, stream, dst, src);
     }
-    if conn.is_shm() {
+    if conn.has_arena() {
         return htod_staged(conn, stream, dst, src);
     }
     if conn.has_trailers() {
@@ -270,7 +275,7 @@ pub fn dtoh(
     if dst.is_empty() {
         return Ok(());
     }
-    if conn.is_shm() && dst.len() > SMALL_COPY_BYTES {
+    if conn.has_arena() && dst.len() > SMALL_COPY_BYTES {
         return dtoh_staged(conn, stream, dst, src);
     }
     dtoh_inline(conn, stream, dst, src)
@@ -332,17 +337,18 @@ fn htod_trailers(
     fl.finish(conn, &mut ok, &mut |_, _, _| {})
 }
 
-/// Up to [`STAGE_DEPTH`] arena slabs of `chunk` bytes (fewer when the arena is short).
+/// Up to [`STAGE_DEPTH`] slabs of `chunk` bytes from the connection's pool (the shm arena
+/// or rdma's host region; fewer when it is short).
 fn stage_slabs(conn: &mut Conn, total: usize) -> Vec<Slab> {
     let chunk = STAGE_CHUNK_BYTES.min(total);
     let want = STAGE_DEPTH.min(total.div_ceil(chunk));
     let mut slabs = Vec::with_capacity(want);
-    if let Some(shm) = conn.shm_mut() {
+    if let Some(mut pool) = pinned::pool(conn) {
         for _ in 0..want {
-            match shm.alloc_slab(chunk) {
-                Ok(s) => slabs.push(s),
-                Err(e) => {
-                    tracing::debug!(%e, "rgpu shim: fewer staging slabs than wanted");
+            match pool.alloc_slab(chunk) {
+                Some(s) => slabs.push(s),
+                None => {
+                    tracing::debug!("rgpu shim: fewer staging slabs than wanted");
                     break;
                 }
             }
@@ -352,11 +358,9 @@ fn stage_slabs(conn: &mut Conn, total: usize) -> Vec<Slab> {
 }
 
 fn free_slabs(conn: &mut Conn, slabs: impl IntoIterator<Item = Slab>) {
-    if let Some(shm) = conn.shm_mut() {
+    if let Some(mut pool) = pinned::pool(conn) {
         for s in slabs {
-            if let Err(e) = shm.free_slab(s) {
-                tracing::warn!(%e, "rgpu shim: staging slab not freed");
-            }
+            pool.free_slab(s);
         }
     }
 }
@@ -387,12 +391,11 @@ fn htod_staged(
             break;
         }
         let Some(slab) = free.pop() else { break };
-        let staged = conn.shm_mut().and_then(|shm| {
-            shm.slab_mut(Slab {
+        let staged = pinned::pool(conn).and_then(|pool| {
+            pool.into_bytes_mut(Slab {
                 offset: slab.offset,
                 len: c.len as u64,
             })
-            .ok()
         });
         let Some(view) = staged else {
             free.push(slab);
@@ -451,12 +454,11 @@ fn dtoh_staged(
     };
     let land = |conn: &mut Conn, j: Out, outcome: Result<(), CUresult>, dst: &mut [u8]| {
         if outcome.is_ok() {
-            let bytes = conn.shm_mut().and_then(|shm| {
-                shm.slab(Slab {
+            let bytes = pinned::pool(conn).and_then(|pool| {
+                pool.into_bytes(Slab {
                     offset: j.slab.offset,
                     len: j.chunk.len as u64,
                 })
-                .ok()
             });
             match bytes {
                 Some(b) => dst[j.chunk.offset..j.chunk.offset + j.chunk.len].copy_from_slice(b),

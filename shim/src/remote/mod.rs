@@ -13,7 +13,7 @@ pub mod copy;
 pub mod handles;
 pub mod pinned;
 pub mod ranges;
-pub mod reserve;
 #[cfg(feature = "rdma")]
 pub mod rdma;
+pub mod reserve;
 pub mod session;

@@ -4,7 +4,11 @@
 //! pinned memory is carved out of the connection's shared arena: the worker reads and
 //! writes those very pages (a copy is one call naming an arena offset), and a `cuda` worker
 //! registers the whole arena with `cuMemHostRegister` so DMA reaches them directly. Over
-//! tcp there is nothing to share; pinned memory is private page-aligned memory of this
+//! rdma, pinned memory is carved out of one region the transport registered at connect
+//! (`RGPU_PINNED_BYTES`, rounded up to a power of two, remote read and write): a copy names
+//! the offset in that region exactly as over shm, and the worker moves the bytes with RDMA
+//! READ or WRITE (`docs/rdma.md`). When that registration was refused (memlock limit) rdma
+//! behaves like tcp. Over tcp there is nothing to share; pinned memory is private page-aligned memory of this
 //! process (not `mlock`ed: `RLIMIT_MEMLOCK` is often tiny) and copies use trailers.
 //!
 //! Pinned bytes are bounded by `RGPU_PINNED_BYTES` ([`PINNED_BYTES_DEFAULT`]); past it
@@ -20,6 +24,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use rgpu_dataplane::shm::{ShmConfig, ShmTransport, Slab};
 
+use super::conn::Conn;
 use super::ranges::{Hit, RangeMap, HOST_RANGES_MAX};
 use crate::cuda_types::{CUresult, CUDA_ERROR_INVALID_VALUE, CUDA_ERROR_OUT_OF_MEMORY};
 
@@ -77,10 +82,91 @@ pub fn shm_config() -> ShmConfig {
     cfg
 }
 
+/// Where the connection's pinned slabs come from: the shm arena, or the registered host
+/// region of an rdma connection. Calls name a slab by its offset in either.
+pub enum Pool<'a> {
+    /// The shm transport's arena.
+    Shm(&'a mut ShmTransport),
+    /// The rdma transport's registered host region.
+    #[cfg(feature = "rdma")]
+    Rdma(&'a mut rgpu_dataplane::rdma::RdmaTransport),
+}
+
+/// The connection's pool of pinned slabs, if it has one.
+pub fn pool(conn: &mut Conn) -> Option<Pool<'_>> {
+    if conn.is_shm() {
+        return conn.shm_mut().map(Pool::Shm);
+    }
+    #[cfg(feature = "rdma")]
+    if let Some(t) = conn.rdma_mut() {
+        return (t.host_region_len() > 0).then_some(Pool::Rdma(t));
+    }
+    None
+}
+
+impl<'a> Pool<'a> {
+    fn is_empty(&self) -> bool {
+        match self {
+            Pool::Shm(t) => t.arena().is_empty(),
+            #[cfg(feature = "rdma")]
+            Pool::Rdma(t) => t.host_region_len() == 0,
+        }
+    }
+
+    /// A slab of at least `len` bytes (`None` when the pool has none free).
+    pub fn alloc_slab(&mut self, len: usize) -> Option<Slab> {
+        match self {
+            Pool::Shm(t) => t.alloc_slab(len).ok(),
+            #[cfg(feature = "rdma")]
+            Pool::Rdma(t) => t.host_alloc(len).ok(),
+        }
+    }
+
+    /// Returns a slab from [`Pool::alloc_slab`] (a failure is logged).
+    pub fn free_slab(&mut self, slab: Slab) {
+        let r = match self {
+            Pool::Shm(t) => t.free_slab(slab),
+            #[cfg(feature = "rdma")]
+            Pool::Rdma(t) => t.host_free(slab),
+        };
+        if let Err(e) = r {
+            tracing::warn!(%e, "rgpu shim: slab of pinned memory not freed");
+        }
+    }
+
+    /// The bytes of `slab`, bounds-checked (`None` outside the pool).
+    pub fn into_bytes(self, slab: Slab) -> Option<&'a [u8]> {
+        match self {
+            Pool::Shm(t) => t.slab(slab).ok(),
+            #[cfg(feature = "rdma")]
+            Pool::Rdma(t) => t.host_bytes(slab.offset, slab.len).ok(),
+        }
+    }
+
+    /// The bytes of `slab`, writable, bounds-checked (`None` outside the pool).
+    pub fn into_bytes_mut(self, slab: Slab) -> Option<&'a mut [u8]> {
+        match self {
+            Pool::Shm(t) => t.slab_mut(slab).ok(),
+            #[cfg(feature = "rdma")]
+            Pool::Rdma(t) => t.host_bytes_mut(slab.offset, slab.len).ok(),
+        }
+    }
+
+    /// The pool's first byte in this process.
+    fn base(&mut self) -> Result<NonNull<u8>, CUresult> {
+        match self {
+            Pool::Shm(t) => arena_base(t),
+            #[cfg(feature = "rdma")]
+            Pool::Rdma(t) => t.host_region_base().ok_or(CUDA_ERROR_OUT_OF_MEMORY),
+        }
+    }
+}
+
 /// What backs a pinned region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backing {
-    /// A slab of the shm arena: the worker sees the same bytes.
+    /// A slab of the connection's pool (the shm arena, or the registered rdma host region):
+    /// the worker reaches the same bytes by offset.
     Arena(Slab),
     /// Private pages of this process (tcp), `len` rounded to what was mapped.
     Local {
@@ -148,12 +234,9 @@ fn arena_base(shm: &ShmTransport) -> Result<NonNull<u8>, CUresult> {
     NonNull::new(all.as_ptr().cast_mut()).ok_or(CUDA_ERROR_OUT_OF_MEMORY)
 }
 
-/// `cuMemHostAlloc`: `len` bytes of pinned memory, from the arena when `shm` is given.
-pub fn alloc(
-    shm: Option<&mut ShmTransport>,
-    len: usize,
-    flags: u32,
-) -> Result<*mut c_void, CUresult> {
+/// `cuMemHostAlloc`: `len` bytes of pinned memory, from the connection's pool when one is
+/// given ([`pool`]).
+pub fn alloc(mut pool: Option<Pool<'_>>, len: usize, flags: u32) -> Result<*mut c_void, CUresult> {
     if len == 0 {
         return Err(CUDA_ERROR_INVALID_VALUE);
     }
@@ -161,12 +244,18 @@ pub fn alloc(
     if p.used.saturating_add(len) > pinned_bytes() {
         return Err(out_of_memory(len, p.used));
     }
-    let (ptr, backing, held) = match shm {
-        Some(shm) if !shm.arena().is_empty() => {
-            let slab = shm
+    let (ptr, backing, held) = match pool.as_mut() {
+        Some(pool) if !pool.is_empty() => {
+            let slab = pool
                 .alloc_slab(len)
-                .map_err(|_| out_of_memory(len, p.used))?;
-            let base = arena_base(shm)?;
+                .ok_or_else(|| out_of_memory(len, p.used))?;
+            let base = match pool.base() {
+                Ok(b) => b,
+                Err(e) => {
+                    pool.free_slab(slab);
+                    return Err(e);
+                }
+            };
             // In bounds: the slab lies inside the arena (the allocator's invariant).
             let ptr = base.as_ptr().wrapping_add(slab.offset as usize);
             (ptr, Backing::Arena(slab), slab.len as usize)
@@ -180,7 +269,7 @@ pub fn alloc(
     let region = Region { backing, flags };
     if let Err(e) = p.ranges.insert(ptr as u64, len as u64, region) {
         tracing::warn!(%e, "rgpu shim: pinned region not recorded");
-        drop_backing(None, ptr, region);
+        drop_backing(pool, ptr, region);
         return Err(CUDA_ERROR_OUT_OF_MEMORY);
     }
     p.used += held;
@@ -191,14 +280,12 @@ fn map_len(len: usize) -> usize {
     len.div_ceil(4096).saturating_mul(4096)
 }
 
-/// Releases what backs a region (the arena slab needs the transport).
-fn drop_backing(shm: Option<&mut ShmTransport>, ptr: *mut u8, region: Region) -> usize {
+/// Releases what backs a region (a pool slab needs the transport).
+fn drop_backing(pool: Option<Pool<'_>>, ptr: *mut u8, region: Region) -> usize {
     match region.backing {
         Backing::Arena(slab) => {
-            if let Some(shm) = shm {
-                if let Err(e) = shm.free_slab(slab) {
-                    tracing::warn!(%e, "rgpu shim: arena slab of pinned memory not freed");
-                }
+            if let Some(mut pool) = pool {
+                pool.free_slab(slab);
             }
             slab.len as usize
         }
@@ -215,7 +302,7 @@ fn drop_backing(shm: Option<&mut ShmTransport>, ptr: *mut u8, region: Region) ->
 }
 
 /// `cuMemFreeHost`: `ptr` must be the start of a region from [`alloc`].
-pub fn free(shm: Option<&mut ShmTransport>, ptr: *mut c_void) -> Result<(), CUresult> {
+pub fn free(pool: Option<Pool<'_>>, ptr: *mut c_void) -> Result<(), CUresult> {
     let mut p = pinned();
     let hit = p
         .ranges
@@ -223,7 +310,7 @@ pub fn free(shm: Option<&mut ShmTransport>, ptr: *mut c_void) -> Result<(), CUre
         .filter(|h| h.base == ptr as u64 && h.value.backing != Backing::Registered)
         .ok_or(CUDA_ERROR_INVALID_VALUE)?;
     p.ranges.remove(hit.base);
-    let held = drop_backing(shm, ptr.cast(), hit.value);
+    let held = drop_backing(pool, ptr.cast(), hit.value);
     debug_assert!(p.used >= held);
     p.used = p.used.saturating_sub(held);
     Ok(())

@@ -19,8 +19,19 @@ pub fn connect(url: &RdmaUrl, token: &[u8; TOKEN_BYTES]) -> Result<RdmaTransport
     let mut cfg = RdmaConfig {
         token: ControlToken(*token),
         connect_timeout_ms: HANDSHAKE_TIMEOUT_MS,
+        // cuMemHostAlloc's pool: the worker reads and writes it with RDMA (pinned.rs).
+        host_region_bytes: super::pinned::pinned_bytes(),
         ..RdmaConfig::default()
     };
     url.apply(&mut cfg);
-    RdmaTransport::connect(url.addr.as_str(), cfg).map_err(ConnError::Connect)
+    let t = RdmaTransport::connect(url.addr.as_str(), cfg).map_err(ConnError::Connect)?;
+    match t.host_region_len() {
+        0 => tracing::warn!(
+            "rgpu shim: no pinned host region over rdma (registration refused: see the memlock \
+             limit; or no RDMA READ on the queue pairs); pinned copies travel through the \
+             transport"
+        ),
+        bytes => tracing::info!(bytes, "rgpu shim: rdma pinned host region registered"),
+    }
+    Ok(t)
 }

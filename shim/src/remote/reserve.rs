@@ -113,6 +113,16 @@ impl Reserver {
             .is_some_and(|(_, &(end, _))| addr < end)
     }
 
+    /// Whether any page of `[base, base + len)` is held here (such bytes are not host
+    /// memory: they must never be read or written).
+    #[must_use]
+    pub fn touches(&self, base: u64, len: u64) -> bool {
+        let Some((start, end)) = page_span(base, len) else {
+            return false;
+        };
+        self.holds(start) || self.runs.range(start..end).next().is_some()
+    }
+
     /// Reserves the pages of `[base, base + len)`: pages already held here are shared
     /// (their count grows), the others are mapped `PROT_NONE`.
     ///
@@ -368,6 +378,8 @@ mod tests {
         r.acquire(base + 256, 10_000).unwrap();
         assert!(mapped(base) && mapped(base + 10_000));
         assert!(r.holds(base + 9_000));
+        assert!(r.touches(base - 1, 2) && r.touches(base + 10_000, 1 << 20));
+        assert!(!r.touches(base - 4096, 4096) && !r.touches(base + 3 * page_bytes() + 8192, 1));
         // A second reserver (standing in for any other mapping attempt) is refused.
         let mut other = Reserver::new(8);
         assert!(matches!(

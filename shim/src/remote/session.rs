@@ -175,6 +175,10 @@ pub fn current() -> Result<&'static Session, &'static ServerUnavailable> {
             result
         })
         .as_ref()
+        .inspect(|session| {
+            // Once per process: sends queued async calls when the program makes no call.
+            super::conn::start_flusher(&session.conn);
+        })
 }
 
 /// The session for an entry point other than `cuInit`: `CUDA_ERROR_NOT_INITIALIZED` before a

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <cuda.h>
 #include <cuda_runtime_api.h>
 
 typedef int nvmlReturn_t;
@@ -134,9 +135,13 @@ int main(int argc, char **argv) {
     int major = -1, minor = -1;
     r = NVML(nvmlDeviceGetCudaComputeCapability, dev, &major, &minor);
 
-    nvmlUtilization_t util;
+    /* Utilization: the worker's figure for the whole device (all tenants), memory not measured. */
+    nvmlUtilization_t util = {777, 777};
     r = NVML(nvmlDeviceGetUtilizationRates, dev, &util);
-    check(r == 3, "utilization_not_supported", "r=%lld %lld", r, 0);
+    printf("utilization before kernels: gpu %u%% memory %u%%\n", util.gpu, util.memory);
+    check(r == 0 && util.gpu <= 100 && util.memory == 0, "utilization_in_range", "r=%lld gpu=%lld", r, util.gpu);
+    r = NVML(nvmlDeviceGetUtilizationRates, dev, NULL);
+    check(r == 2, "utilization_null_refused", "r=%lld %lld", r, 0);
     unsigned int temp = 0;
     r = NVML(nvmlDeviceGetTemperature, dev, 0, &temp);
     check(r == 3, "stub_not_supported", "r=%lld %lld", r, 0);
@@ -178,6 +183,30 @@ int main(int argc, char **argv) {
     r = NVML(nvmlDeviceGetMemoryInfo, dev, &mem);
     check(r == 0 && mem.used >= (1 << 20), "memory_used_after_malloc", "r=%lld used=%lld", r, (long long)mem.used);
     cudaFree(p);
+
+    /* Busy the device with the emulated built-in rgpu_spin_us through the driver API (the shim
+     * itself), then ask NVML: kernels ran within the sample period, so the figure is above 0. */
+    void *cuda = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+    CUresult (*load)(CUmodule *, const void *) = cuda ? dlsym(cuda, "cuModuleLoadData") : NULL;
+    CUresult (*get_fn)(CUfunction *, CUmodule, const char *) = cuda ? dlsym(cuda, "cuModuleGetFunction") : NULL;
+    CUresult (*launch)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream,
+                       void **, void **) = cuda ? dlsym(cuda, "cuLaunchKernel") : NULL;
+    CUresult (*sync)(void) = cuda ? dlsym(cuda, "cuCtxSynchronize") : NULL;
+    CUmodule mod = NULL;
+    CUfunction spin = NULL;
+    CUresult cr = load && get_fn && launch && sync ? CUDA_SUCCESS : CUDA_ERROR_NOT_FOUND;
+    if (cr == CUDA_SUCCESS) cr = load(&mod, "RGPU-EMU-MODULE v1\nkernel rgpu_spin_us\n");
+    if (cr == CUDA_SUCCESS) cr = get_fn(&spin, mod, "rgpu_spin_us");
+    unsigned int us = 50000; /* 10 launches of 50 ms: 0.5 s of kernel time */
+    void *spin_params[] = {&us};
+    for (int i = 0; i < 10 && cr == CUDA_SUCCESS; i++) cr = launch(spin, 1, 1, 1, 1, 1, 1, 0, NULL, spin_params, NULL);
+    if (cr == CUDA_SUCCESS) cr = sync();
+    check(cr == CUDA_SUCCESS, "spin_kernels", "CUresult %lld %lld", cr, 0);
+    util.gpu = util.memory = 777;
+    r = NVML(nvmlDeviceGetUtilizationRates, dev, &util);
+    printf("utilization after 0.5 s of kernels: gpu %u%% memory %u%%\n", util.gpu, util.memory);
+    check(r == 0 && util.gpu > 0 && util.gpu <= 100 && util.memory == 0, "utilization_after_kernels",
+          "r=%lld gpu=%lld", r, util.gpu);
 
     r = NVML(nvmlShutdown);
     check(r == 0, "shutdown", "r=%lld %lld", r, 0);

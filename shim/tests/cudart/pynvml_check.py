@@ -40,18 +40,15 @@ pci = pynvml.nvmlDeviceGetPciInfo(handle)
 check(pynvml.nvmlDeviceGetHandleByPciBusId(pci.busId) is not None, "py_pci", pci.busId)
 procs = pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
 check(len(procs) == 1 and procs[0].pid == os.getpid(), "py_processes", [(p.pid, p.usedGpuMemory) for p in procs])
-try:
-    pynvml.nvmlDeviceGetUtilizationRates(handle)
-    check(False, "py_utilization_not_supported", "no error")
-except pynvml.NVMLError as e:
-    check(e.value == pynvml.NVML_ERROR_NOT_SUPPORTED, "py_utilization_not_supported", e)
+util = pynvml.nvmlDeviceGetUtilizationRates(handle)
+check(0 <= util.gpu <= 100 and util.memory == 0, "py_utilization", (util.gpu, util.memory))
 try:
     pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU)
     check(False, "py_temperature_not_supported", "no error")
 except pynvml.NVMLError as e:
     check(e.value == pynvml.NVML_ERROR_NOT_SUPPORTED, "py_temperature_not_supported", e)
 print(f"pynvml: {count} device(s): {name}, {uuid}, {mem.total >> 20} MiB total, pci {pci.busId}, "
-      f"cc {major}.{minor}, driver {pynvml.nvmlSystemGetDriverVersion()}")
+      f"cc {major}.{minor}, utilization {util.gpu}%, driver {pynvml.nvmlSystemGetDriverVersion()}")
 pynvml.nvmlShutdown()
 print("done")
 sys.exit(1 if failures else 0)

@@ -107,6 +107,7 @@ struct rgpu_caps {
 	uint16_t pad;
 	uint32_t max_inline; /* what the created QP reports */
 	int32_t gid_index; /* the GID index in use, -1: none (InfiniBand LID routing) */
+	uint32_t max_rd_atom; /* min(max_qp_rd_atom, max_qp_init_rd_atom): RDMA READs in flight */
 };
 
 /* Everything one endpoint owns. Opaque to Rust. */
@@ -231,6 +232,10 @@ struct rgpu_ep *rgpu_ep_open(const char *dev_name, uint8_t port, int gid_index,
 	caps->max_qp_wr = (uint32_t)da.max_qp_wr;
 	caps->max_sge = (uint32_t)da.max_sge;
 	caps->max_cqe = (uint32_t)da.max_cqe;
+	caps->max_rd_atom = (uint32_t)(da.max_qp_rd_atom < da.max_qp_init_rd_atom ? da.max_qp_rd_atom
+										: da.max_qp_init_rd_atom);
+	if ((int)caps->max_rd_atom < 0)
+		caps->max_rd_atom = 0;
 	caps->max_msg_sz = pa.max_msg_sz;
 	caps->active_mtu = (uint32_t)pa.active_mtu;
 	caps->port_state = (uint32_t)pa.state;
@@ -318,12 +323,14 @@ int rgpu_ep_channel_fd(struct rgpu_ep *ep)
 	return ep->ch->fd;
 }
 
-/* Registers [addr, addr+len) with local write and, if remote, remote write
- * access. Returns the MR handle or NULL (errno in *err_no). */
+/* Registers [addr, addr+len) with local write access plus, by the bits of
+ * remote, remote write (1) and remote read (2). Returns the MR handle or NULL
+ * (errno in *err_no). */
 void *rgpu_ep_reg(struct rgpu_ep *ep, void *addr, size_t len, int remote,
 		  uint32_t *lkey, uint32_t *rkey, int *err_no)
 {
-	int access = IBV_ACCESS_LOCAL_WRITE | (remote ? IBV_ACCESS_REMOTE_WRITE : 0);
+	int access = IBV_ACCESS_LOCAL_WRITE | ((remote & 1) ? IBV_ACCESS_REMOTE_WRITE : 0) |
+		     ((remote & 2) ? IBV_ACCESS_REMOTE_READ : 0);
 	struct ibv_mr *mr = F.reg_mr(ep->pd, addr, len, access);
 
 	if (!mr) {
@@ -341,11 +348,13 @@ void rgpu_ep_dereg(void *mr)
 		F.dereg_mr((struct ibv_mr *)mr);
 }
 
-/* RESET -> INIT -> RTR -> RTS with the peer's QPN, PSN and GID. Returns 0
- * or the failing step (1..3) with errno in *err_no. */
+/* RESET -> INIT -> RTR -> RTS with the peer's QPN, PSN and GID. rd_atomic
+ * RDMA READs may be in flight each way (0: none; the QP then refuses remote
+ * reads). Returns 0 or the failing step (1..3) with errno in *err_no. */
 int rgpu_ep_connect(struct rgpu_ep *ep, int gid_index, uint32_t mtu, uint32_t local_psn,
 		    uint32_t remote_qpn, uint32_t remote_psn, const uint8_t remote_gid[16],
-		    uint16_t remote_lid, uint8_t timeout, uint8_t retry_cnt, int *err_no)
+		    uint16_t remote_lid, uint8_t timeout, uint8_t retry_cnt, uint8_t rd_atomic,
+		    int *err_no)
 {
 	struct ibv_qp_attr a;
 
@@ -353,7 +362,8 @@ int rgpu_ep_connect(struct rgpu_ep *ep, int gid_index, uint32_t mtu, uint32_t lo
 	a.qp_state = IBV_QPS_INIT;
 	a.pkey_index = 0;
 	a.port_num = ep->port;
-	a.qp_access_flags = IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_LOCAL_WRITE;
+	a.qp_access_flags = IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_LOCAL_WRITE |
+			    (rd_atomic ? IBV_ACCESS_REMOTE_READ : 0);
 	if (F.modify_qp(ep->qp, &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS)) {
 		*err_no = errno;
 		return 1;
@@ -363,7 +373,7 @@ int rgpu_ep_connect(struct rgpu_ep *ep, int gid_index, uint32_t mtu, uint32_t lo
 	a.path_mtu = (enum ibv_mtu)mtu;
 	a.dest_qp_num = remote_qpn;
 	a.rq_psn = remote_psn;
-	a.max_dest_rd_atomic = 0;
+	a.max_dest_rd_atomic = rd_atomic;
 	a.min_rnr_timer = 12;
 	a.ah_attr.dlid = remote_lid;
 	a.ah_attr.port_num = ep->port;
@@ -384,7 +394,7 @@ int rgpu_ep_connect(struct rgpu_ep *ep, int gid_index, uint32_t mtu, uint32_t lo
 	a.retry_cnt = retry_cnt;
 	a.rnr_retry = 0; /* credits guarantee a posted receive; an RNR is a bug */
 	a.sq_psn = local_psn;
-	a.max_rd_atomic = 0;
+	a.max_rd_atomic = rd_atomic;
 	if (F.modify_qp(ep->qp, &a, IBV_QP_STATE | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT |
 				      IBV_QP_RNR_RETRY | IBV_QP_SQ_PSN | IBV_QP_MAX_QP_RD_ATOMIC)) {
 		*err_no = errno;
@@ -414,7 +424,8 @@ int rgpu_ep_to_error(struct rgpu_ep *ep)
 }
 
 /* Posts one signaled send-queue WR with one SGE.
- * op: 0 = SEND, 1 = RDMA WRITE WITH IMM, 2 = RDMA WRITE.
+ * op: 0 = SEND, 1 = RDMA WRITE WITH IMM, 2 = RDMA WRITE, 3 = RDMA READ
+ * (remote [raddr, raddr+len) into the local SGE).
  * Returns 0 or the provider's errno-style code. */
 int rgpu_ep_post_send(struct rgpu_ep *ep, uint64_t wr_id, uint32_t op, uint64_t addr,
 		      uint32_t len, uint32_t lkey, int inl, uint64_t raddr, uint32_t rkey,
@@ -443,6 +454,13 @@ int rgpu_ep_post_send(struct rgpu_ep *ep, uint64_t wr_id, uint32_t op, uint64_t 
 		break;
 	case 2:
 		wr.opcode = IBV_WR_RDMA_WRITE;
+		wr.wr.rdma.remote_addr = raddr;
+		wr.wr.rdma.rkey = rkey;
+		break;
+	case 3:
+		if (inl)
+			return EINVAL; /* a READ lands in registered memory, never inline */
+		wr.opcode = IBV_WR_RDMA_READ;
 		wr.wr.rdma.remote_addr = raddr;
 		wr.wr.rdma.rkey = rkey;
 		break;

@@ -38,6 +38,27 @@ impl Conn {
         matches!(self.link, Link::Shm(_))
     }
 
+    /// Whether calls may name pinned memory by arena offset: shm, or rdma with a registered
+    /// host region (the worker reaches it with RDMA READ and WRITE).
+    pub fn has_arena(&self) -> bool {
+        match &self.link {
+            Link::Shm(_) => true,
+            #[cfg(feature = "rdma")]
+            Link::Rdma(t) => t.host_region_len() > 0,
+            Link::Tcp(_) => false,
+        }
+    }
+
+    /// The rdma transport (its registered host region holds pinned host memory); `None` on
+    /// other transports.
+    #[cfg(feature = "rdma")]
+    pub fn rdma_mut(&mut self) -> Option<&mut rgpu_dataplane::rdma::RdmaTransport> {
+        match &mut self.link {
+            Link::Rdma(t) => Some(t),
+            _ => None,
+        }
+    }
+
     /// Submits the sync `call` ordered on `stream` and sends it without waiting for its
     /// reply; collect the reply with [`Conn::collect_replies`]. When the call carries a
     /// trailing payload, `trailer` holds exactly those bytes and is sent right behind the
@@ -66,6 +87,8 @@ impl Conn {
             .submit_call(now, call, stream)
             .map_err(|e| submit_error(name, e))?;
         self.pump_with_trailer(name, trailer)?;
+        // The sync call sealed the open batch, and everything queued is now sent.
+        self.mark.clear();
         Ok(id)
     }
 
@@ -91,6 +114,7 @@ impl Conn {
             t.send_vectored(&parts[..n])
                 .map_err(|source| ConnError::Transport { call, source })?;
             self.client.advance_transmit();
+            self.batches_sent += 1;
             if let Some(o) = owed {
                 // Cannot fail: exactly the owed length was just sent.
                 self.client
@@ -106,7 +130,8 @@ impl Conn {
 
     /// Waits (at most [`REPLY_TIMEOUT_MS`]) for input and hands every sync reply in it to
     /// `on` as `(id, reply or device error)`. A lost connection is an error here; the
-    /// caller then knows none of its outstanding calls will be answered.
+    /// caller then knows none of its outstanding calls will be answered. A sticky error in
+    /// a reply is mirrored for lock-free readers (`sticky_seen`), as `sync_on` does.
     pub fn collect_replies(
         &mut self,
         call: &'static str,
@@ -121,7 +146,7 @@ impl Conn {
         }
         let deadline = Instant::now() + Duration::from_millis(REPLY_TIMEOUT_MS);
         let mut lost: Option<String> = None;
-        self.recv_once(call, deadline, &mut |ev| match ev {
+        let result = self.recv_once(call, deadline, &mut |ev| match ev {
             ClientEvent::Reply { id, result } => match result {
                 Ok(reply) => on(id, Ok(&reply)),
                 Err(e) => on(id, Err(CallError::Cuda(e))),
@@ -130,10 +155,51 @@ impl Conn {
                 lost.get_or_insert_with(|| error.to_string());
             }
             _ => {}
-        })?;
+        });
+        // Mirror before reporting anything: a reply in this input may have poisoned the
+        // context even when the receive then failed.
+        self.mirror_sticky();
+        result?;
         match lost {
             Some(reason) => Err(ConnError::Lost { call, reason }.into()),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use rgpu_proto::{CtxSynchronize, CudaError};
+
+    use super::super::{fake_server, sticky_seen, STICKY_SEEN, STICKY_TEST_LOCK};
+    use super::*;
+
+    #[test]
+    fn pipelined_replies_feed_the_sticky_mirror() {
+        let _serial = STICKY_TEST_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        STICKY_SEEN.store(0, Ordering::Relaxed);
+        let launch_failed = CudaError(719);
+        assert!(launch_failed.is_sticky());
+        let server = fake_server::start(launch_failed);
+        let mut conn = Conn::open(&server.config).expect("connect to the fake server");
+        let call = Call::CtxSynchronize(CtxSynchronize {});
+        let id = conn
+            .submit_sync_on(&call, StreamHandle(0), &[])
+            .expect("submitted");
+        let mut answer = None;
+        while answer.is_none() {
+            conn.collect_replies("test", &mut |got, r| {
+                if got == id {
+                    answer = Some(matches!(r, Err(CallError::Cuda(e)) if e == launch_failed));
+                }
+            })
+            .expect("collected");
+        }
+        assert_eq!(answer, Some(true));
+        // Lock-free readers (local answers) now see the poisoned context.
+        assert_eq!(sticky_seen(), Some(launch_failed));
+        STICKY_SEEN.store(0, Ordering::Relaxed);
     }
 }
