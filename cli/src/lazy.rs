@@ -253,6 +253,24 @@ impl<B: Backend> Backend for LazyBackend<B> {
     fn ctx_synchronize(&mut self) -> Result<(), CudaError> {
         self.get_mut()?.ctx_synchronize()
     }
+    fn stream_begin_capture(&mut self, stream: StreamHandle, mode: u32) -> Result<(), CudaError> {
+        self.get_mut()?.stream_begin_capture(stream, mode)
+    }
+    fn stream_end_capture(&mut self, stream: StreamHandle) -> Result<u64, CudaError> {
+        self.get_mut()?.stream_end_capture(stream)
+    }
+    fn graph_instantiate(&mut self, graph: u64, flags: u64) -> Result<u64, CudaError> {
+        self.get_mut()?.graph_instantiate(graph, flags)
+    }
+    fn graph_launch(&mut self, exec: u64, stream: StreamHandle) -> Result<(), CudaError> {
+        self.get_mut()?.graph_launch(exec, stream)
+    }
+    fn graph_exec_destroy(&mut self, exec: u64) -> Result<(), CudaError> {
+        self.get_mut()?.graph_exec_destroy(exec)
+    }
+    fn graph_destroy(&mut self, graph: u64) -> Result<(), CudaError> {
+        self.get_mut()?.graph_destroy(graph)
+    }
     /// Creates the backend for the client's own request; once it exists
     /// (any earlier call) this is `CUDA_ERROR_INVALID_VALUE`.
     fn request_devices(&mut self, request: DeviceRequest) -> Result<DeviceGrant, CudaError> {

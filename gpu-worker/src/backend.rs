@@ -437,6 +437,68 @@ pub trait Backend: Send {
     /// A deferred device failure.
     fn ctx_synchronize(&mut self) -> Result<(), CudaError>;
 
+    /// `cuStreamBeginCapture_v2` on `stream` (`mode`: 0 global, 1 thread
+    /// local, 2 relaxed). Until [`Backend::stream_end_capture`], work
+    /// ordered on `stream` is recorded into a graph, not executed
+    /// (`docs/worker.md`, "Graphs"). The default is
+    /// [`CudaError::NOT_SUPPORTED`]; decorators forward it.
+    ///
+    /// # Errors
+    /// [`CudaError::INVALID_HANDLE`] for an unknown stream,
+    /// [`CudaError::STREAM_CAPTURE_UNSUPPORTED`] for the legacy stream,
+    /// [`CudaError::ILLEGAL_STATE`] if it already captures,
+    /// [`CudaError::INVALID_VALUE`] for an unknown mode.
+    fn stream_begin_capture(&mut self, stream: StreamHandle, mode: u32) -> Result<(), CudaError> {
+        let _ = (stream, mode);
+        Err(CudaError::NOT_SUPPORTED)
+    }
+    /// `cuStreamEndCapture`: the captured graph's handle.
+    ///
+    /// # Errors
+    /// [`CudaError::ILLEGAL_STATE`] when `stream` is not capturing,
+    /// [`CudaError::STREAM_CAPTURE_INVALIDATED`] when the capture was
+    /// invalidated (it ends, yielding no graph). Default: not supported.
+    fn stream_end_capture(&mut self, stream: StreamHandle) -> Result<u64, CudaError> {
+        let _ = stream;
+        Err(CudaError::NOT_SUPPORTED)
+    }
+    /// `cuGraphInstantiateWithFlags`: an executable graph of `graph`.
+    ///
+    /// # Errors
+    /// [`CudaError::INVALID_HANDLE`] for an unknown graph,
+    /// [`CudaError::INVALID_VALUE`] / [`CudaError::NOT_SUPPORTED`] for
+    /// flags. Default: not supported.
+    fn graph_instantiate(&mut self, graph: u64, flags: u64) -> Result<u64, CudaError> {
+        let _ = (graph, flags);
+        Err(CudaError::NOT_SUPPORTED)
+    }
+    /// `cuGraphLaunch` of executable graph `exec` on `stream`. A decorator
+    /// enforcing the compute share charges it like a launch.
+    ///
+    /// # Errors
+    /// [`CudaError::INVALID_HANDLE`] for an unknown graph or stream, and
+    /// whatever its nodes raise. Default: not supported.
+    fn graph_launch(&mut self, exec: u64, stream: StreamHandle) -> Result<(), CudaError> {
+        let _ = (exec, stream);
+        Err(CudaError::NOT_SUPPORTED)
+    }
+    /// `cuGraphExecDestroy`.
+    ///
+    /// # Errors
+    /// [`CudaError::INVALID_HANDLE`] for an unknown handle. Default: not supported.
+    fn graph_exec_destroy(&mut self, exec: u64) -> Result<(), CudaError> {
+        let _ = exec;
+        Err(CudaError::NOT_SUPPORTED)
+    }
+    /// `cuGraphDestroy` (executable graphs made from it live on).
+    ///
+    /// # Errors
+    /// [`CudaError::INVALID_HANDLE`] for an unknown handle. Default: not supported.
+    fn graph_destroy(&mut self, graph: u64) -> Result<(), CudaError> {
+        let _ = graph;
+        Err(CudaError::NOT_SUPPORTED)
+    }
+
     /// Admission (`RequestDevices`): sizes this session's share of the
     /// server's device pool before its context exists. Backends not behind
     /// a daemon's pool (the bare emulated device) answer

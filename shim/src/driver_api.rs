@@ -8,8 +8,8 @@
 use std::ffi::{c_char, c_int, c_uint, c_void};
 
 use crate::cuda_types::{
-    CUresult, CUuuid, SymbolStatus, CUDA_ERROR_INVALID_VALUE, CUDA_ERROR_NOT_FOUND,
-    CUDA_ERROR_NO_DEVICE, CUDA_SUCCESS, DRIVER_VERSION,
+    CUresult, CUuuid, SymbolStatus, CUDA_ERROR_INVALID_VALUE, CUDA_ERROR_NOT_FOUND, CUDA_SUCCESS,
+    DRIVER_VERSION,
 };
 use crate::export_tables::{self, ExportLookup};
 use crate::ffi_guard::ffi_guard;
@@ -224,7 +224,8 @@ pub unsafe extern "C" fn cuDriverGetVersion(version: *mut c_int) -> CUresult {
 
 /// `cuInit`: connects to the server named by `RGPU_SERVER` on the first call (see
 /// [`crate::remote`]); `CUDA_ERROR_NO_DEVICE` when there is none, as a driver on a machine
-/// without GPUs answers.
+/// without GPUs answers; `CUDA_ERROR_NOT_INITIALIZED` in a child forked after the parent
+/// initialized (see [`crate::remote::fork`]).
 ///
 /// # Safety
 /// No pointer arguments; `unsafe` only because it is a C entry point.
@@ -236,13 +237,14 @@ pub unsafe extern "C" fn cuInit(flags: c_uint) -> CUresult {
         }
         match crate::remote::session::current() {
             Ok(_) => CUDA_SUCCESS,
-            Err(_) => CUDA_ERROR_NO_DEVICE,
+            // CUDA_ERROR_NO_DEVICE, or CUDA_ERROR_NOT_INITIALIZED in a forked child.
+            Err(why) => why.curesult(),
         }
     })
 }
 
 /// `cuDeviceGetCount`: the devices the server granted; 0 and `CUDA_ERROR_NO_DEVICE` when
-/// there is no server.
+/// there is no server (0 and `CUDA_ERROR_NOT_INITIALIZED` in a forked child).
 ///
 /// # Safety
 /// `count` must be null or writable.
@@ -255,7 +257,7 @@ pub unsafe extern "C" fn cuDeviceGetCount(count: *mut c_int) -> CUresult {
                 let n = c_int::try_from(session.facts.count).unwrap_or(c_int::MAX);
                 status_of(write_out(count, n), CUDA_SUCCESS)
             }
-            Err(_) => status_of(write_out(count, 0), CUDA_ERROR_NO_DEVICE),
+            Err(why) => status_of(write_out(count, 0), why.curesult()),
         },
     )
 }

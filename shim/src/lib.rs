@@ -10,6 +10,7 @@
 pub mod context;
 pub mod cuda_types;
 mod driver_api;
+pub mod driver_log;
 pub mod entry;
 pub mod export_tables;
 pub mod ffi_guard;

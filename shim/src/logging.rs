@@ -1,14 +1,18 @@
 //! Logging for code that runs inside someone else's process.
 //!
 //! The shim has no `main`, so it installs a `tracing` subscriber (stderr, filter from
-//! `RGPU_LOG`, default `warn`) on its first entry, unless the host already has one. It also
-//! offers "log once per name" for messages that would otherwise repeat on every call.
+//! `RGPU_LOG`, default `warn`; plus `crate::driver_log`'s layer for the application's log
+//! callbacks) on its first entry, unless the host already has one. It also offers "log once
+//! per name" for messages that would otherwise repeat on every call.
 
 use std::cell::Cell;
 use std::collections::HashSet;
 use std::sync::{Mutex, Once};
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
 /// The environment variable holding the log filter (`tracing_subscriber::EnvFilter` syntax).
 pub const LOG_ENV: &str = "RGPU_LOG";
@@ -22,12 +26,18 @@ pub fn init() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
         let filter = EnvFilter::try_from_env(LOG_ENV).unwrap_or_else(|_| EnvFilter::new("warn"));
-        // An error only means the host process already installed a subscriber; use theirs.
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
+        // stderr gets what `RGPU_LOG` selects; the driver-log callbacks the application
+        // registered get the shim's warnings and errors whatever it selects.
+        let stderr = tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_ansi(false)
             .with_target(false)
+            .with_filter(filter);
+        let callbacks = crate::driver_log::DriverLogLayer.with_filter(LevelFilter::WARN);
+        // An error only means the host process already installed a subscriber; use theirs.
+        let _ = tracing_subscriber::registry()
+            .with(stderr)
+            .with(callbacks)
             .try_init();
     });
 }

@@ -339,6 +339,25 @@ call_table! {
     /// `cuCtxSynchronize`.
     0x0160 CtxSynchronize: Sync {} -> CtxSynchronizeReply {};
 
+    /// `cuStreamBeginCapture_v2` on the stream in the header key
+    /// (`mode`: a `CUstreamCaptureMode`); a failure is deferred.
+    0x0170 StreamBeginCapture: Async { mode: u32 };
+    /// `cuStreamEndCapture` on the stream in the header key; the captured
+    /// graph gets the client-chosen handle `graph` (nonzero). An
+    /// invalidated capture is `CUDA_ERROR_STREAM_CAPTURE_INVALIDATED` and
+    /// yields no graph.
+    0x0171 StreamEndCapture: Sync { graph: u64 } -> StreamEndCaptureReply {};
+    /// `cuGraphInstantiateWithFlags`: graph `graph` becomes executable
+    /// graph `exec` (a client-chosen nonzero handle).
+    0x0172 GraphInstantiate: Sync { graph: u64, exec: u64, flags: u64 }
+        -> GraphInstantiateReply {};
+    /// `cuGraphLaunch` of `exec` on the stream in the header key.
+    0x0173 GraphLaunch: Async { exec: u64 };
+    /// `cuGraphExecDestroy`.
+    0x0174 GraphExecDestroy: Async { exec: u64 };
+    /// `cuGraphDestroy`.
+    0x0175 GraphDestroy: Async { graph: u64 };
+
     /// `cuDriverGetVersion`, answered by the shim.
     0x01f0 DriverGetVersion: Local {} -> DriverVersion { version: i32 };
 }

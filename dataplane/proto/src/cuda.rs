@@ -44,6 +44,20 @@ impl CudaError {
     pub const LAUNCH_FAILED: Self = Self(719);
     /// `CUDA_ERROR_NOT_SUPPORTED` (e.g. a real kernel image on the emulated device).
     pub const NOT_SUPPORTED: Self = Self(801);
+    /// `CUDA_ERROR_ILLEGAL_STATE` (e.g. ending a capture that never began).
+    pub const ILLEGAL_STATE: Self = Self(401);
+    /// `CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED`: the operation is not
+    /// permitted while the stream is capturing.
+    pub const STREAM_CAPTURE_UNSUPPORTED: Self = Self(900);
+    /// `CUDA_ERROR_STREAM_CAPTURE_INVALIDATED`: the capture was invalidated
+    /// by an earlier error.
+    pub const STREAM_CAPTURE_INVALIDATED: Self = Self(901);
+    /// `CUDA_ERROR_STREAM_CAPTURE_UNMATCHED`: capture ended on a stream
+    /// that did not begin it (or none began).
+    pub const STREAM_CAPTURE_UNMATCHED: Self = Self(903);
+    /// `CUDA_ERROR_STREAM_CAPTURE_IMPLICIT`: an implicit dependency on the
+    /// legacy stream while another stream captures.
+    pub const STREAM_CAPTURE_IMPLICIT: Self = Self(906);
     /// `CUDA_ERROR_UNKNOWN`.
     pub const UNKNOWN: Self = Self(999);
 

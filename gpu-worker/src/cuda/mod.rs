@@ -21,6 +21,7 @@ pub mod accounting;
 pub mod cache;
 mod driver;
 pub mod error;
+pub mod graph;
 pub mod hostreg;
 mod image;
 pub mod loader;
@@ -123,6 +124,8 @@ pub struct CudaBackend {
     has_mem_pools: bool,
     /// The client's shared arena, page-locked for DMA ([`hostreg`]).
     host_arena: Option<hostreg::Registration>,
+    /// Graphs, executable graphs and capturing streams ([`graph`]).
+    graphs: graph::Graphs,
 }
 
 impl CudaBackend {
@@ -181,6 +184,7 @@ impl CudaBackend {
             acct: accounting::Accounting::new(!drv.has_param_info),
             has_mem_pools: drv.has_mem_pools,
             host_arena: None,
+            graphs: graph::Graphs::default(),
         })
     }
 
@@ -292,6 +296,27 @@ impl CudaBackend {
     }
 
     /// Device bytes charged to the quota: allocations and module globals.
+    /// A host copy on capturing stream `s` must name the registered arena
+    /// ([`graph::host_capturable`]).
+    fn check_host_capture(
+        &self,
+        s: Option<driver::CUstream>,
+        addr: usize,
+        len: usize,
+    ) -> Result<(), CudaError> {
+        match s {
+            Some(s) if self.graphs.capturing(s as usize) => {
+                let arena = self.host_arena.as_ref().map(hostreg::Registration::span);
+                if graph::host_capturable(arena, addr, len) {
+                    Ok(())
+                } else {
+                    Err(CudaError::STREAM_CAPTURE_UNSUPPORTED)
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn used_bytes(&self) -> u64 {
         self.allocations.bytes() + self.acct.globals_bytes()
     }
@@ -308,7 +333,13 @@ impl CudaBackend {
     ) -> Result<(), CudaError> {
         let s = self.stream(stream)? as usize;
         self.bind()?;
-        let pair = self.acct.timer.begin(s);
+        // A launch being captured is not run now: nothing to time (and a
+        // captured event could not be queried).
+        let pair = if self.graphs.capturing(s) {
+            None
+        } else {
+            self.acct.timer.begin(s)
+        };
         let r = self.launch_untimed(function, dims, params, attrs, stream);
         if let Some(p) = pair {
             self.acct.timer.end(p, s, r.is_ok());
@@ -594,6 +625,7 @@ impl Backend for CudaBackend {
     fn memcpy_htod(&mut self, dst: DevicePtr, src: &[u8], exec: Exec) -> Result<(), CudaError> {
         self.allocations.check(dst.0, src.len() as u64)?;
         let s = self.exec(exec)?;
+        self.check_host_capture(s, src.as_ptr() as usize, src.len())?;
         self.bind()?;
         driver::memcpy_htod(dst.0, src, s)
     }
@@ -601,6 +633,7 @@ impl Backend for CudaBackend {
     fn memcpy_dtoh(&mut self, dst: &mut [u8], src: DevicePtr, exec: Exec) -> Result<(), CudaError> {
         self.allocations.check(src.0, dst.len() as u64)?;
         let s = self.exec(exec)?;
+        self.check_host_capture(s, dst.as_ptr() as usize, dst.len())?;
         self.bind()?;
         driver::memcpy_dtoh(dst, src.0, s)
     }
@@ -763,6 +796,7 @@ impl Backend for CudaBackend {
     fn stream_destroy(&mut self, stream: StreamHandle) -> Result<(), CudaError> {
         let s = self.streams.remove(stream.0)?;
         self.bind()?;
+        self.graphs.stream_gone(s);
         driver::stream_destroy(s as driver::CUstream)
     }
 
@@ -835,6 +869,52 @@ impl Backend for CudaBackend {
         driver::ctx_synchronize()
     }
 
+    fn stream_begin_capture(&mut self, stream: StreamHandle, mode: u32) -> Result<(), CudaError> {
+        let s = self.stream(stream)? as usize;
+        self.bind()?;
+        self.graphs.begin(s, mode)
+    }
+
+    fn stream_end_capture(&mut self, stream: StreamHandle) -> Result<u64, CudaError> {
+        let s = self.stream(stream)? as usize;
+        self.bind()?;
+        self.graphs.end(s)
+    }
+
+    fn graph_instantiate(&mut self, graph: u64, flags: u64) -> Result<u64, CudaError> {
+        self.bind()?;
+        self.graphs.instantiate(graph, flags)
+    }
+
+    /// `cuGraphLaunch`, bracketed by the timer's event pair like a kernel
+    /// launch, so the compute share is charged the graph's device time
+    /// (not when launched into a capture).
+    fn graph_launch(&mut self, exec: u64, stream: StreamHandle) -> Result<(), CudaError> {
+        self.graphs.check_exec(exec)?;
+        let s = self.stream(stream)? as usize;
+        self.bind()?;
+        let pair = if self.graphs.capturing(s) {
+            None
+        } else {
+            self.acct.timer.begin(s)
+        };
+        let r = self.graphs.launch(exec, s);
+        if let Some(p) = pair {
+            self.acct.timer.end(p, s, r.is_ok());
+        }
+        r
+    }
+
+    fn graph_exec_destroy(&mut self, exec: u64) -> Result<(), CudaError> {
+        self.bind()?;
+        self.graphs.destroy_exec(exec)
+    }
+
+    fn graph_destroy(&mut self, graph: u64) -> Result<(), CudaError> {
+        self.bind()?;
+        self.graphs.destroy_graph(graph)
+    }
+
     fn register_host_arena(&mut self, span: crate::session::HostSpan) -> Result<(), CudaError> {
         if self.host_arena.is_some() {
             return Err(CudaError::INVALID_VALUE);
@@ -855,6 +935,10 @@ impl Backend for CudaBackend {
             if let Err(e) = reg.unregister() {
                 tracing::warn!(?e, "shared arena unregistration failed");
             }
+        }
+        let graphs = self.graphs.release();
+        if graphs > 0 {
+            tracing::debug!(graphs, "graphs destroyed at release");
         }
         let mut r = Released::default();
         for (base, len) in self.allocations.drain() {

@@ -25,11 +25,14 @@
 //!   launches run, clusters are refused).
 //! - **Handles** ([`handles`]): per-backend (per-session) tables with
 //!   process-wide unique values.
-//! - Not modeled: module globals, texture/surface objects, graphs, peer
+//! - **Graphs** ([`graph`]): stream capture records stream-ordered work as
+//!   nodes; a graph launch replays them in order on the launch stream.
+//! - Not modeled: module globals, texture/surface objects, peer
 //!   access, multiple devices (the device count is 1).
 
 pub mod attributes;
 pub mod config;
+pub mod graph;
 pub mod handles;
 pub mod kernels;
 pub mod memory;
@@ -95,6 +98,8 @@ pub struct EmulatedBackend {
     /// Parsed images by content hash, for load-by-hash; FIFO-evicted.
     cache: HashMap<[u8; 32], Arc<module::Image>>,
     cache_order: VecDeque<[u8; 32]>,
+    /// Stream captures, graphs and executable graphs.
+    graphs: graph::Graphs,
 }
 
 impl EmulatedBackend {
@@ -112,6 +117,7 @@ impl EmulatedBackend {
             functions: HandleTable::new(n(cfg.modules_max) * module::MODULE_KERNELS_MAX),
             cache: HashMap::new(),
             cache_order: VecDeque::new(),
+            graphs: graph::Graphs::default(),
             cfg,
         }
     }
@@ -170,6 +176,45 @@ impl EmulatedBackend {
         } else {
             Err(CudaError::INVALID_VALUE)
         }
+    }
+
+    /// Stream capture ([`graph`]): a synchronous call is checked against
+    /// the captures under way; a call on a capturing stream is recorded
+    /// (`Some`), else executed by the caller (`None`).
+    fn captured(
+        &mut self,
+        exec: Exec,
+        node: impl FnOnce() -> graph::Node,
+    ) -> Option<Result<(), CudaError>> {
+        match exec {
+            Exec::Sync => self.graphs.check_sync().err().map(Err),
+            Exec::Stream(s) => self.graphs.record(s, node),
+        }
+    }
+
+    /// Replays a graph's nodes in order on `stream` (recorded instead when
+    /// `stream` itself captures: a graph launched into a capture).
+    fn replay(&mut self, nodes: &[graph::Node], stream: StreamHandle) -> Result<(), CudaError> {
+        use graph::Node;
+        let on = Exec::Stream(stream);
+        for n in nodes {
+            match n {
+                Node::Memset {
+                    dst,
+                    width,
+                    value,
+                    count,
+                } => self.memset(*dst, *width, *value, *count, on)?,
+                Node::Htod { dst, bytes } => self.memcpy_htod(*dst, bytes, on)?,
+                Node::Dtod { dst, src, len } => self.memcpy_dtod(*dst, *src, *len, on)?,
+                Node::Launch {
+                    function,
+                    dims,
+                    params,
+                } => self.launch(*function, *dims, params, stream)?,
+            }
+        }
+        Ok(())
     }
 
     fn remember_image(&mut self, hash: [u8; 32], image: &Arc<module::Image>) {
@@ -234,10 +279,12 @@ impl Backend for EmulatedBackend {
     }
 
     fn mem_alloc(&mut self, bytes: u64) -> Result<DevicePtr, CudaError> {
+        self.graphs.check_sync()?;
         self.mem.alloc(bytes)
     }
 
     fn mem_free(&mut self, ptr: DevicePtr) -> Result<(), CudaError> {
+        self.graphs.check_sync()?;
         self.mem.free(ptr)
     }
 
@@ -265,11 +312,14 @@ impl Backend for EmulatedBackend {
         // Stream-ordered work runs eagerly here, so the memory exists at once.
         self.check_stream(stream)?;
         crate::pitch::check_pool(pool)?;
+        // Allocation nodes are not modelled (see `graph`).
+        self.graphs.refuse_on(stream)?;
         self.mem.alloc(bytes)
     }
 
     fn mem_free_async(&mut self, ptr: DevicePtr, stream: StreamHandle) -> Result<(), CudaError> {
         self.check_stream(stream)?;
+        self.graphs.refuse_on(stream)?;
         self.mem.free(ptr)
     }
 
@@ -294,6 +344,13 @@ impl Backend for EmulatedBackend {
 
     fn memcpy_htod(&mut self, dst: DevicePtr, src: &[u8], exec: Exec) -> Result<(), CudaError> {
         self.check_exec(exec)?;
+        self.check_range(dst, src.len() as u64)?;
+        if let Some(r) = self.captured(exec, || graph::Node::Htod {
+            dst,
+            bytes: src.into(),
+        }) {
+            return r;
+        }
         if src.is_empty() {
             return Ok(());
         }
@@ -307,6 +364,12 @@ impl Backend for EmulatedBackend {
 
     fn memcpy_dtoh(&mut self, dst: &mut [u8], src: DevicePtr, exec: Exec) -> Result<(), CudaError> {
         self.check_exec(exec)?;
+        // The destination is the shared arena, staged by the shim: not
+        // capturable here (see `graph`).
+        match exec {
+            Exec::Sync => self.graphs.check_sync()?,
+            Exec::Stream(s) => self.graphs.refuse_on(s)?,
+        }
         if dst.is_empty() {
             return Ok(());
         }
@@ -326,6 +389,11 @@ impl Backend for EmulatedBackend {
         exec: Exec,
     ) -> Result<(), CudaError> {
         self.check_exec(exec)?;
+        self.check_range(dst, len)?;
+        self.check_range(src, len)?;
+        if let Some(r) = self.captured(exec, || graph::Node::Dtod { dst, src, len }) {
+            return r;
+        }
         if len == 0 {
             return Ok(());
         }
@@ -345,6 +413,15 @@ impl Backend for EmulatedBackend {
         let len = count.checked_mul(w).ok_or(CudaError::INVALID_VALUE)?;
         if !dst.0.is_multiple_of(w) {
             return Err(CudaError::INVALID_VALUE);
+        }
+        self.check_range(dst, len)?;
+        if let Some(r) = self.captured(exec, || graph::Node::Memset {
+            dst,
+            width,
+            value,
+            count,
+        }) {
+            return r;
         }
         if count == 0 {
             return Ok(());
@@ -444,6 +521,13 @@ impl Backend for EmulatedBackend {
         };
         self.check_stream(stream)?;
         self.check_dims(&dims)?;
+        if let Some(r) = self.captured(Exec::Stream(stream), || graph::Node::Launch {
+            function,
+            dims,
+            params: params.into(),
+        }) {
+            return r;
+        }
         kernel.run(&mut self.mem, params, dims.threads())
     }
 
@@ -509,16 +593,20 @@ impl Backend for EmulatedBackend {
     }
 
     fn stream_destroy(&mut self, stream: StreamHandle) -> Result<(), CudaError> {
-        self.streams.remove(stream.0)
+        self.streams.remove(stream.0)?;
+        self.graphs.stream_gone(stream);
+        Ok(())
     }
 
     fn stream_query(&mut self, stream: StreamHandle) -> Result<(), CudaError> {
         // Eager execution: everything submitted has completed.
-        self.check_stream(stream)
+        self.check_stream(stream)?;
+        self.graphs.refuse_on(stream)
     }
 
     fn stream_synchronize(&mut self, stream: StreamHandle) -> Result<(), CudaError> {
-        self.check_stream(stream)
+        self.check_stream(stream)?;
+        self.graphs.refuse_on(stream)
     }
 
     fn stream_wait_event(
@@ -529,7 +617,8 @@ impl Backend for EmulatedBackend {
     ) -> Result<(), CudaError> {
         // Eager execution: the recorded work already completed.
         self.check_stream(stream)?;
-        self.events.get(event.0).map(|_| ())
+        self.events.get(event.0)?;
+        self.graphs.wait_event(stream, event.0).map(|_| ())
     }
 
     fn event_create(&mut self, flags: u32) -> Result<EventHandle, CudaError> {
@@ -546,6 +635,11 @@ impl Backend for EmulatedBackend {
 
     fn event_record(&mut self, event: EventHandle, stream: StreamHandle) -> Result<(), CudaError> {
         self.check_stream(stream)?;
+        self.events.get(event.0)?;
+        if self.graphs.record_event(event.0, stream) {
+            // A point inside the graph: no event is recorded.
+            return Ok(());
+        }
         self.events.get_mut(event.0)?.recorded = Some(Instant::now());
         Ok(())
     }
@@ -580,7 +674,37 @@ impl Backend for EmulatedBackend {
     }
 
     fn ctx_synchronize(&mut self) -> Result<(), CudaError> {
-        Ok(())
+        self.graphs.check_sync()
+    }
+
+    fn stream_begin_capture(&mut self, stream: StreamHandle, mode: u32) -> Result<(), CudaError> {
+        self.check_stream(stream)?;
+        self.graphs.begin(stream, mode)
+    }
+
+    fn stream_end_capture(&mut self, stream: StreamHandle) -> Result<u64, CudaError> {
+        self.check_stream(stream)?;
+        self.graphs.end(stream)
+    }
+
+    fn graph_instantiate(&mut self, graph: u64, flags: u64) -> Result<u64, CudaError> {
+        self.graphs.instantiate(graph, flags)
+    }
+
+    /// Replays the recorded nodes in order on `stream`, synchronously (so
+    /// the compute share charges the replay's wall time, as for a launch).
+    fn graph_launch(&mut self, exec: u64, stream: StreamHandle) -> Result<(), CudaError> {
+        let nodes = self.graphs.exec(exec)?;
+        self.check_stream(stream)?;
+        self.replay(&nodes, stream)
+    }
+
+    fn graph_exec_destroy(&mut self, exec: u64) -> Result<(), CudaError> {
+        self.graphs.destroy_exec(exec)
+    }
+
+    fn graph_destroy(&mut self, graph: u64) -> Result<(), CudaError> {
+        self.graphs.destroy_graph(graph)
     }
 
     fn release_all(&mut self) -> Released {
@@ -588,6 +712,7 @@ impl Backend for EmulatedBackend {
         self.functions.clear();
         self.cache.clear();
         self.cache_order.clear();
+        self.graphs.clear();
         Released {
             allocations,
             bytes,

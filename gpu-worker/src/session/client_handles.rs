@@ -22,11 +22,62 @@ pub const CLIENT_STREAMS_MAX: usize = 1 << 16;
 /// Most client events mapped at once in one session.
 pub const CLIENT_EVENTS_MAX: usize = 1 << 20;
 
+/// Most client graphs (captured, not instantiated) mapped at once in one session.
+pub const CLIENT_GRAPHS_MAX: usize = 1 << 14;
+/// Most client executable graphs mapped at once in one session.
+pub const CLIENT_GRAPH_EXECS_MAX: usize = 1 << 14;
+
 /// One session's client-handle → backend-handle maps.
 #[derive(Debug, Default)]
 pub struct ClientHandles {
     streams: HashMap<u64, StreamHandle>,
     events: HashMap<u64, EventHandle>,
+    /// Graphs (`StreamEndCapture`) and executable graphs (`GraphInstantiate`).
+    graphs: GraphMap,
+    execs: GraphMap,
+}
+
+/// Client graph (or executable graph) handle → the backend's, bounded.
+#[derive(Debug, Default)]
+pub struct GraphMap(HashMap<u64, u64>);
+
+impl GraphMap {
+    /// The backend handle behind client handle `h`.
+    ///
+    /// # Errors
+    /// [`CudaError::INVALID_HANDLE`] for an unknown handle.
+    pub fn get(&self, h: u64) -> Result<u64, CudaError> {
+        self.0.get(&h).copied().ok_or(CudaError::INVALID_HANDLE)
+    }
+
+    /// Checks that client handle `h` is free, with room for `max` in all.
+    ///
+    /// # Errors
+    /// [`CudaError::INVALID_HANDLE`] for zero or a live handle,
+    /// [`CudaError::OUT_OF_MEMORY`] when `max` are live.
+    pub fn check_new(&self, h: u64, max: usize) -> Result<(), CudaError> {
+        if h == 0 || self.0.contains_key(&h) {
+            return Err(CudaError::INVALID_HANDLE);
+        }
+        if self.0.len() >= max {
+            return Err(CudaError::OUT_OF_MEMORY);
+        }
+        Ok(())
+    }
+
+    /// Maps `h` to `backend` (after [`GraphMap::check_new`] passed).
+    pub fn insert(&mut self, h: u64, backend: u64) {
+        assert!(h != 0 && !self.0.contains_key(&h), "checked by the caller");
+        self.0.insert(h, backend);
+    }
+
+    /// Forgets `h`, returning its backend handle.
+    ///
+    /// # Errors
+    /// [`CudaError::INVALID_HANDLE`] for an unknown handle.
+    pub fn remove(&mut self, h: u64) -> Result<u64, CudaError> {
+        self.0.remove(&h).ok_or(CudaError::INVALID_HANDLE)
+    }
 }
 
 impl ClientHandles {
@@ -117,12 +168,24 @@ impl ClientHandles {
         self.events.remove(&h.0).ok_or(CudaError::INVALID_HANDLE)
     }
 
+    /// Client graph handles (bounded by [`CLIENT_GRAPHS_MAX`]).
+    pub fn graphs(&mut self) -> &mut GraphMap {
+        &mut self.graphs
+    }
+
+    /// Client executable-graph handles (bounded by [`CLIENT_GRAPH_EXECS_MAX`]).
+    pub fn execs(&mut self) -> &mut GraphMap {
+        &mut self.execs
+    }
+
     /// Forgets every mapping (the session ended); returns (streams, events)
     /// forgotten.
     pub fn clear(&mut self) -> (usize, usize) {
         let n = (self.streams.len(), self.events.len());
         self.streams.clear();
         self.events.clear();
+        self.graphs.0.clear();
+        self.execs.0.clear();
         n
     }
 }
@@ -151,6 +214,20 @@ mod tests {
         );
         t.insert_stream(StreamHandle(0x100), StreamHandle(0x9000));
         assert_eq!(t.stream(StreamHandle(0x100)), Ok(StreamHandle(0x9000)));
+    }
+
+    #[test]
+    fn graph_handles_are_checked_and_bounded() {
+        let mut t = ClientHandles::default();
+        assert_eq!(t.graphs().check_new(0, 4), Err(CudaError::INVALID_HANDLE));
+        assert_eq!(t.graphs().get(5), Err(CudaError::INVALID_HANDLE));
+        t.graphs().insert(5, 50);
+        assert_eq!(t.graphs().get(5), Ok(50));
+        assert_eq!(t.graphs().check_new(5, 4), Err(CudaError::INVALID_HANDLE));
+        assert_eq!(t.graphs().check_new(6, 1), Err(CudaError::OUT_OF_MEMORY));
+        assert_eq!(t.execs().get(5), Err(CudaError::INVALID_HANDLE));
+        assert_eq!(t.graphs().remove(5), Ok(50));
+        assert_eq!(t.graphs().remove(5), Err(CudaError::INVALID_HANDLE));
     }
 
     #[test]

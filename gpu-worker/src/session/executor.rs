@@ -307,6 +307,22 @@ impl Executor {
                 .remove_event(e.event)
                 .and_then(|e| b.event_destroy(e)),
             Call::MemFreeAsync(m) => b.mem_free_async(m.ptr, stream),
+            Call::StreamBeginCapture(c) => b.stream_begin_capture(stream, c.mode),
+            Call::GraphLaunch(g) => self
+                .handles
+                .execs()
+                .get(g.exec)
+                .and_then(|e| b.graph_launch(e, stream)),
+            Call::GraphExecDestroy(g) => self
+                .handles
+                .execs()
+                .remove(g.exec)
+                .and_then(|e| b.graph_exec_destroy(e)),
+            Call::GraphDestroy(g) => self
+                .handles
+                .graphs()
+                .remove(g.graph)
+                .and_then(|g| b.graph_destroy(g)),
             other => return self.on_sync(b, id, class, stream, other, r, arena),
         };
         debug_assert_eq!(class, CallClass::Async);
@@ -460,6 +476,12 @@ impl Executor {
             Call::CtxSynchronize(_) => b
                 .ctx_synchronize()
                 .map(|()| Reply::CtxSynchronizeReply(CtxSynchronizeReply {})),
+            Call::StreamEndCapture(c) => self
+                .end_capture(b, stream, c.graph)
+                .map(|()| Reply::StreamEndCaptureReply(rgpu_proto::StreamEndCaptureReply {})),
+            Call::GraphInstantiate(g) => self
+                .instantiate(b, g.graph, g.exec, g.flags)
+                .map(|()| Reply::GraphInstantiateReply(rgpu_proto::GraphInstantiateReply {})),
             // Local calls never reach the wire (the protocol refuses them);
             // anything added to the table later without a mapping is
             // refused honestly rather than faked.
@@ -472,6 +494,43 @@ impl Executor {
             }
         };
         self.answer(r, id, res);
+    }
+
+    /// `StreamEndCapture`: the capture always ends (as in CUDA); the graph
+    /// is mapped to the client's handle, or destroyed if that handle is bad.
+    fn end_capture<B: Backend + ?Sized>(
+        &mut self,
+        b: &mut B,
+        stream: StreamHandle,
+        client: u64,
+    ) -> Result<(), CudaError> {
+        use super::client_handles::CLIENT_GRAPHS_MAX;
+        let graph = b.stream_end_capture(stream)?;
+        if let Err(e) = self.handles.graphs().check_new(client, CLIENT_GRAPHS_MAX) {
+            // The graph was just created: destroying it cannot fail.
+            let _ = b.graph_destroy(graph);
+            return Err(e);
+        }
+        self.handles.graphs().insert(client, graph);
+        Ok(())
+    }
+
+    /// `GraphInstantiate`: maps the client's exec handle to the backend's.
+    fn instantiate<B: Backend + ?Sized>(
+        &mut self,
+        b: &mut B,
+        graph: u64,
+        client: u64,
+        flags: u64,
+    ) -> Result<(), CudaError> {
+        use super::client_handles::CLIENT_GRAPH_EXECS_MAX;
+        let graph = self.handles.graphs().get(graph)?;
+        self.handles
+            .execs()
+            .check_new(client, CLIENT_GRAPH_EXECS_MAX)?;
+        let exec = b.graph_instantiate(graph, flags)?;
+        self.handles.execs().insert(client, exec);
+        Ok(())
     }
 
     /// Offers the shared arena to the backend for page-locking, once, before

@@ -6,8 +6,8 @@
 //! it (the `cuda` backend's hook: events around launches or completion
 //! callbacks, reported as launches complete); otherwise the wall time of
 //! `launch`, which is the kernel's time for a backend whose launches run
-//! synchronously (the emulated one). Graph launches are not forwarded by
-//! the protocol yet; when they are, they must pass the gate too.
+//! synchronously (the emulated one). Graph launches pass the gate and are
+//! charged the same way (HAMi-core's limiter lets them escape; ours does not).
 //!
 //! It also keeps the device-utilization sample window
 //! ([`super::utilization`]): sampled on launches (at most every 1/6 s) and
@@ -457,6 +457,33 @@ impl<B: Backend, R: Deref<Target = Board> + Send> Backend for Shared<B, R> {
         let r = self.inner.ctx_synchronize();
         self.charge_measured();
         r
+    }
+    fn stream_begin_capture(&mut self, stream: StreamHandle, mode: u32) -> Result<(), CudaError> {
+        self.note(CallKind::Stream);
+        self.inner.stream_begin_capture(stream, mode)
+    }
+    fn stream_end_capture(&mut self, stream: StreamHandle) -> Result<u64, CudaError> {
+        self.note(CallKind::Stream);
+        self.inner.stream_end_capture(stream)
+    }
+    fn graph_instantiate(&mut self, graph: u64, flags: u64) -> Result<u64, CudaError> {
+        self.note(CallKind::Launch);
+        self.inner.graph_instantiate(graph, flags)
+    }
+    /// Charged like a launch: through the gate, then its measured kernel
+    /// time (the `cuda` backend's event pair around `cuGraphLaunch`, or the
+    /// wall time of the synchronous emulated replay).
+    fn graph_launch(&mut self, exec: u64, stream: StreamHandle) -> Result<(), CudaError> {
+        self.note(CallKind::Launch);
+        self.gated(|b| b.graph_launch(exec, stream))
+    }
+    fn graph_exec_destroy(&mut self, exec: u64) -> Result<(), CudaError> {
+        self.note(CallKind::Launch);
+        self.inner.graph_exec_destroy(exec)
+    }
+    fn graph_destroy(&mut self, graph: u64) -> Result<(), CudaError> {
+        self.note(CallKind::Launch);
+        self.inner.graph_destroy(graph)
     }
     fn request_devices(&mut self, request: DeviceRequest) -> Result<DeviceGrant, CudaError> {
         self.inner.request_devices(request)

@@ -1,29 +1,50 @@
-//! Stream-capture queries, answered locally: no stream is ever capturing.
+//! Stream-capture queries, answered locally from the capture state [`super::graph`] keeps.
 //!
 //! Exists because frameworks ask on hot paths (PyTorch checks `cudaStreamIsCapturing` before
-//! many operations) even when they never capture. The shim does not support stream capture or
-//! graphs: `cuStreamBeginCapture` keeps its refusing stub (`CUDA_ERROR_NOT_SUPPORTED`), so no
-//! capture can be in progress and "not capturing" is the true answer, given without a round
-//! trip. The stream handle is still checked (`CUDA_ERROR_INVALID_HANDLE` if unknown).
+//! many operations) even when they never capture. A stream is "active" from its
+//! `cuStreamBeginCapture` until its `cuStreamEndCapture`, answered without a round trip. A
+//! capture the worker invalidated still reads "active" until it ends (the shim learns of the
+//! invalidation from the failing call itself and from the end, 901). The capture id is
+//! reported; the graph being built, its dependencies and edges are not exposed (null, 0).
+//! The stream handle is checked (`CUDA_ERROR_INVALID_HANDLE` if unknown).
 
 use std::ffi::{c_int, c_void};
 
 use crate::cuda_types::{CUresult, CUstream, CUDA_SUCCESS};
 use crate::driver_api::write_out;
-use crate::entry::stream::{classify, handle_status, StreamKind};
+use crate::entry::graph::capture_of;
+use crate::entry::stream::{classify, handle_status, stream_key_per_thread, StreamKind};
 use crate::ffi_guard::ffi_guard;
 use crate::remote::session;
 
 /// `CU_STREAM_CAPTURE_STATUS_NONE`.
 pub const CU_STREAM_CAPTURE_STATUS_NONE: c_int = 0;
+/// `CU_STREAM_CAPTURE_STATUS_ACTIVE`.
+pub const CU_STREAM_CAPTURE_STATUS_ACTIVE: c_int = 1;
 
-/// Checks `h` names a default stream or a live created stream; writes "not capturing".
-fn not_capturing(h: CUstream, per_thread: bool, status: *mut c_int) -> CUresult {
+/// Checks `h` names a default stream or a live created stream; writes its capture status and,
+/// when capturing and `id` is not null, the capture id.
+fn status_of(h: CUstream, per_thread: bool, status: *mut c_int, id: IdOut) -> CUresult {
     let r = session::initialized().and_then(|s| {
-        if let StreamKind::Created(key) = classify(h, per_thread) {
-            s.handles().stream(key).map_err(handle_status)?;
+        let key = match classify(h, per_thread) {
+            // The legacy stream never captures.
+            StreamKind::Legacy => None,
+            StreamKind::PerThread => Some(stream_key_per_thread(std::ptr::null_mut())?),
+            StreamKind::Created(key) => {
+                s.handles().stream(key).map_err(handle_status)?;
+                Some(key)
+            }
+        };
+        match key.and_then(capture_of) {
+            Some(c) => {
+                write_out(status, CU_STREAM_CAPTURE_STATUS_ACTIVE)?;
+                if !id.is_null() {
+                    write_out(id, c.id)?;
+                }
+                Ok(())
+            }
+            None => write_out(status, CU_STREAM_CAPTURE_STATUS_NONE),
         }
-        write_out(status, CU_STREAM_CAPTURE_STATUS_NONE)
     });
     match r {
         Ok(()) => CUDA_SUCCESS,
@@ -31,14 +52,48 @@ fn not_capturing(h: CUstream, per_thread: bool, status: *mut c_int) -> CUresult 
     }
 }
 
-/// `cuStreamIsCapturing`: local, always `CU_STREAM_CAPTURE_STATUS_NONE`.
+/// [`status_of`] for the forms with graph and dependency outputs: those are written as "none"
+/// (null graph and dependencies, zero count) when not null.
+fn status_with_deps(
+    h: CUstream,
+    per_thread: bool,
+    status: *mut c_int,
+    id: IdOut,
+    (graph, deps, edges, count): (GraphOut, DepsOut, EdgesOut, CountOut),
+) -> CUresult {
+    let r = status_of(h, per_thread, status, id);
+    if r != CUDA_SUCCESS {
+        return r;
+    }
+    let outs = (|| {
+        if !graph.is_null() {
+            write_out(graph, std::ptr::null_mut())?;
+        }
+        if !deps.is_null() {
+            write_out(deps, std::ptr::null())?;
+        }
+        if !edges.is_null() {
+            write_out(edges, std::ptr::null())?;
+        }
+        if !count.is_null() {
+            write_out(count, 0)?;
+        }
+        Ok(())
+    })();
+    match outs {
+        Ok(()) => CUDA_SUCCESS,
+        Err(e) => e,
+    }
+}
+
+/// `cuStreamIsCapturing`: local.
 ///
 /// # Safety
 /// `status` must be null or writable.
 #[no_mangle]
 pub unsafe extern "C" fn cuStreamIsCapturing(h_stream: CUstream, status: *mut c_int) -> CUresult {
     ffi_guard("cuStreamIsCapturing", || {
-        not_capturing(h_stream, false, status)
+        status_of(h_stream, false, status, std::ptr::null_mut())
     })
 }
 
@@ -52,19 +107,18 @@ pub unsafe extern "C" fn cuStreamIsCapturing_ptsz(
     status: *mut c_int,
 ) -> CUresult {
     ffi_guard("cuStreamIsCapturing_ptsz", || {
-        not_capturing(h_stream, true, status)
+        status_of(h_stream, true, status, std::ptr::null_mut())
     })
 }
 
-/// Opaque out-pointer types of the capture-info forms; only defined while capturing, so the
-/// shim never writes them.
+/// Opaque out-pointer types of the capture-info forms.
 type IdOut = *mut u64;
 type GraphOut = *mut *mut c_void;
 type DepsOut = *mut *const *mut c_void;
 type EdgesOut = *mut *const c_void;
 type CountOut = *mut usize;
 
-/// `cuStreamGetCaptureInfo` (10.1 form): local, not capturing; `id` is left alone.
+/// `cuStreamGetCaptureInfo` (10.1 form): local; `id` is written while capturing.
 ///
 /// # Safety
 /// `status` must be null or writable.
@@ -72,10 +126,10 @@ type CountOut = *mut usize;
 pub unsafe extern "C" fn cuStreamGetCaptureInfo(
     h_stream: CUstream,
     status: *mut c_int,
-    _id: IdOut,
+    id: IdOut,
 ) -> CUresult {
     ffi_guard("cuStreamGetCaptureInfo", || {
-        not_capturing(h_stream, false, status)
+        status_of(h_stream, false, status, id)
     })
 }
 
@@ -87,14 +141,14 @@ pub unsafe extern "C" fn cuStreamGetCaptureInfo(
 pub unsafe extern "C" fn cuStreamGetCaptureInfo_ptsz(
     h_stream: CUstream,
     status: *mut c_int,
-    _id: IdOut,
+    id: IdOut,
 ) -> CUresult {
     ffi_guard("cuStreamGetCaptureInfo_ptsz", || {
-        not_capturing(h_stream, true, status)
+        status_of(h_stream, true, status, id)
     })
 }
 
-/// `cuStreamGetCaptureInfo_v2` (11.3): local, not capturing; the other outputs are left alone.
+/// `cuStreamGetCaptureInfo_v2` (11.3): local; the graph and dependencies are reported as none.
 ///
 /// # Safety
 /// `status` must be null or writable.
@@ -102,13 +156,14 @@ pub unsafe extern "C" fn cuStreamGetCaptureInfo_ptsz(
 pub unsafe extern "C" fn cuStreamGetCaptureInfo_v2(
     h_stream: CUstream,
     status: *mut c_int,
-    _id: IdOut,
-    _graph: GraphOut,
-    _deps: DepsOut,
-    _count: CountOut,
+    id: IdOut,
+    graph: GraphOut,
+    deps: DepsOut,
+    count: CountOut,
 ) -> CUresult {
     ffi_guard("cuStreamGetCaptureInfo_v2", || {
-        not_capturing(h_stream, false, status)
+        let edges = std::ptr::null_mut();
+        status_with_deps(h_stream, false, status, id, (graph, deps, edges, count))
     })
 }
 
@@ -120,17 +175,18 @@ pub unsafe extern "C" fn cuStreamGetCaptureInfo_v2(
 pub unsafe extern "C" fn cuStreamGetCaptureInfo_v2_ptsz(
     h_stream: CUstream,
     status: *mut c_int,
-    _id: IdOut,
-    _graph: GraphOut,
-    _deps: DepsOut,
-    _count: CountOut,
+    id: IdOut,
+    graph: GraphOut,
+    deps: DepsOut,
+    count: CountOut,
 ) -> CUresult {
     ffi_guard("cuStreamGetCaptureInfo_v2_ptsz", || {
-        not_capturing(h_stream, true, status)
+        let edges = std::ptr::null_mut();
+        status_with_deps(h_stream, true, status, id, (graph, deps, edges, count))
     })
 }
 
-/// `cuStreamGetCaptureInfo_v3` (12.3): local, not capturing; the other outputs are left alone.
+/// `cuStreamGetCaptureInfo_v3` (12.3): local; the graph, dependencies and edges are reported as none.
 ///
 /// # Safety
 /// `status` must be null or writable.
@@ -138,14 +194,14 @@ pub unsafe extern "C" fn cuStreamGetCaptureInfo_v2_ptsz(
 pub unsafe extern "C" fn cuStreamGetCaptureInfo_v3(
     h_stream: CUstream,
     status: *mut c_int,
-    _id: IdOut,
-    _graph: GraphOut,
-    _deps: DepsOut,
-    _edges: EdgesOut,
-    _count: CountOut,
+    id: IdOut,
+    graph: GraphOut,
+    deps: DepsOut,
+    edges: EdgesOut,
+    count: CountOut,
 ) -> CUresult {
     ffi_guard("cuStreamGetCaptureInfo_v3", || {
-        not_capturing(h_stream, false, status)
+        status_with_deps(h_stream, false, status, id, (graph, deps, edges, count))
     })
 }
 
@@ -157,14 +213,14 @@ pub unsafe extern "C" fn cuStreamGetCaptureInfo_v3(
 pub unsafe extern "C" fn cuStreamGetCaptureInfo_v3_ptsz(
     h_stream: CUstream,
     status: *mut c_int,
-    _id: IdOut,
-    _graph: GraphOut,
-    _deps: DepsOut,
-    _edges: EdgesOut,
-    _count: CountOut,
+    id: IdOut,
+    graph: GraphOut,
+    deps: DepsOut,
+    edges: EdgesOut,
+    count: CountOut,
 ) -> CUresult {
     ffi_guard("cuStreamGetCaptureInfo_v3_ptsz", || {
-        not_capturing(h_stream, true, status)
+        status_with_deps(h_stream, true, status, id, (graph, deps, edges, count))
     })
 }
 
@@ -209,6 +265,9 @@ mod tests {
             assert!(implemented("cuStreamGetCaptureInfo", v).is_some());
             assert!(implemented_per_thread("cuStreamGetCaptureInfo", v).is_some());
         }
-        assert!(implemented("cuStreamBeginCapture", 10010).is_none());
+        assert!(
+            implemented("cuStreamBeginCapture", 10010).is_none(),
+            "graph.rs has it"
+        );
     }
 }

@@ -21,8 +21,9 @@ use crate::ffi_guard::ffi_guard;
 use crate::remote::handles::CU_EVENT_DISABLE_TIMING;
 use crate::remote::session::{to_curesult, Session};
 
-/// `CU_EVENT_RECORD_EXTERNAL`: only meaningful during stream capture, which the shim does not
-/// support; outside capture the driver records as usual, and so does the shim.
+/// `CU_EVENT_RECORD_EXTERNAL`: only meaningful during stream capture (an external event node in
+/// the graph); the shim records the event as usual, inside a capture too, which is what the worker
+/// captures (docs/shim.md, "Graphs and stream capture").
 pub const CU_EVENT_RECORD_EXTERNAL: u32 = 0x1;
 
 fn event_of(h: CUevent) -> EventHandle {

@@ -11,8 +11,10 @@ pub mod context;
 pub mod copy2d;
 pub mod device;
 pub mod event;
+pub mod graph;
 pub mod host;
 pub mod launch;
+pub mod logs;
 pub mod memory;
 pub mod module;
 pub mod stream;
@@ -56,6 +58,8 @@ pub(crate) fn implemented(name: &str, version: u32) -> Option<*const c_void> {
         .or_else(|| stream_info::implemented(name, version))
         .or_else(|| event::implemented(name, version))
         .or_else(|| capture::implemented(name, version))
+        .or_else(|| graph::implemented(name, version))
+        .or_else(|| logs::implemented(name, version))
         .or_else(|| launch::implemented(name, version))
 }
 
@@ -68,5 +72,6 @@ pub(crate) fn implemented_per_thread(name: &str, version: u32) -> Option<*const 
         .or_else(|| alloc_ext::implemented_per_thread(name, version))
         .or_else(|| event::implemented_per_thread(name, version))
         .or_else(|| capture::implemented_per_thread(name, version))
+        .or_else(|| graph::implemented_per_thread(name, version))
         .or_else(|| launch::implemented_per_thread(name, version))
 }

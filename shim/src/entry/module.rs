@@ -16,11 +16,9 @@ use crate::driver_api::write_out;
 use crate::entry::with_session;
 use crate::ffi_guard::ffi_guard;
 use crate::kernel::image::read_image;
-use crate::kernel::{ops, tables};
+use crate::kernel::{loading, ops, tables};
 use crate::logging::once_per_name;
 
-/// `CU_MODULE_EAGER_LOADING`: modules are loaded when registered, the classic behaviour.
-pub const CU_MODULE_EAGER_LOADING: c_int = 1;
 /// Longest kernel name read from the application (longer names are not found).
 pub const NAME_BYTES_MAX: usize = rgpu_proto::MAX_NAME_BYTES as usize;
 
@@ -243,14 +241,14 @@ pub unsafe extern "C" fn cuLibraryGetGlobal(
     })
 }
 
-/// `cuModuleGetLoadingMode`.
+/// `cuModuleGetLoadingMode`: lazy unless `CUDA_MODULE_LOADING=EAGER` (`kernel::loading`).
 ///
 /// # Safety
 /// `mode` must be null or writable.
 #[no_mangle]
 pub unsafe extern "C" fn cuModuleGetLoadingMode(mode: *mut c_int) -> CUresult {
     ffi_guard("cuModuleGetLoadingMode", || {
-        with_session(|_| write_out(mode, CU_MODULE_EAGER_LOADING))
+        with_session(|_| write_out(mode, loading::mode()))
     })
 }
 

@@ -254,6 +254,7 @@ pub unsafe extern "C" fn cuStreamDestroy_v2(h_stream: CUstream) -> CUresult {
             };
             let mut conn = s.conn();
             s.handles().destroy_stream(key).map_err(handle_status)?;
+            super::graph::forget_stream(key);
             conn.submit_async(&Call::StreamDestroy(StreamDestroy {}), key)
                 .map_err(|e| to_curesult("cuStreamDestroy_v2", &e))
         })

@@ -1,9 +1,11 @@
-//! Modules and kernels through the shim: image lengths ([`image`]), the shim's handles
-//! ([`registry`]), parameter packing ([`params`]) and the round trips that load, look up and
-//! launch ([`ops`]). The C entry points are `entry::module` and `entry::launch`, plus the
-//! runtime's private fatbin slots in `export_tables`.
+//! Modules and kernels through the shim: image lengths ([`image`]), the loading mode
+//! ([`loading`]), the shim's handles ([`registry`]), parameter packing ([`params`]) and the
+//! round trips that load, look up and launch ([`ops`]). The C entry points are
+//! `entry::module` and `entry::launch`, plus the runtime's private fatbin slots in
+//! `export_tables`.
 
 pub mod image;
+pub mod loading;
 pub mod ops;
 pub mod params;
 pub mod registry;

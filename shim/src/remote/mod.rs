@@ -10,6 +10,7 @@
 pub mod config;
 pub mod conn;
 pub mod copy;
+pub mod fork;
 pub mod handles;
 pub mod pinned;
 pub mod ranges;

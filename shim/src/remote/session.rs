@@ -1,13 +1,20 @@
 //! The process-wide session: connected once on the first `cuInit`, then shared by every entry
 //! point. Holds the connection (behind a mutex) and the device facts the server reported.
+//!
+//! Lock order (threads nest them only this way, and the fork handlers take them all in it):
+//! the init lock, [`Session::attribute`]'s cache, [`Session::conn`], [`Session::handles`],
+//! then stderr (the log writer). A forked child never uses a session its parent opened
+//! (see [`super::fork`]).
 
 use std::collections::HashMap;
+use std::io::StderrLock;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use rgpu_proto::{Call, CudaError, DeviceGetName, DeviceGetUuid, Reply, RequestDevices};
 
 use super::config::{self, ConfigError, ServerConfig};
 use super::conn::{CallError, Conn, ConnError};
+use super::fork::{self, State};
 use super::handles::Handles;
 use crate::cuda_types::CUresult;
 
@@ -43,6 +50,21 @@ pub enum ServerUnavailable {
         /// What failed.
         source: CallError,
     },
+    /// This process was forked from one with a live session; that session is the parent's.
+    #[error("this process was forked after its parent initialized CUDA")]
+    InheritedByFork,
+}
+
+impl ServerUnavailable {
+    /// What `cuInit` (and `cuDeviceGetCount`) answer: `CUDA_ERROR_NOT_INITIALIZED` in a
+    /// forked child (as CUDA does there), else `CUDA_ERROR_NO_DEVICE`.
+    #[must_use]
+    pub fn curesult(&self) -> CUresult {
+        match self {
+            ServerUnavailable::InheritedByFork => crate::cuda_types::CUDA_ERROR_NOT_INITIALIZED,
+            _ => crate::cuda_types::CUDA_ERROR_NO_DEVICE,
+        }
+    }
 }
 
 /// A live connection plus cached facts.
@@ -157,37 +179,119 @@ impl Session {
 /// The session (or why there is none), decided once by the first `cuInit`.
 static CURRENT: OnceLock<Result<Session, ServerUnavailable>> = OnceLock::new();
 
+/// Held around the first connect, and by the fork handlers: a fork never copies a connect
+/// half done (the child would wait forever on its copy of [`CURRENT`]'s initialization).
+static INIT: Mutex<()> = Mutex::new(());
+
+/// The answer in a forked child (see [`super::fork`]).
+static INHERITED_BY_FORK: ServerUnavailable = ServerUnavailable::InheritedByFork;
+
 /// The process-wide session, connected on first use; the reason is logged once on failure.
+/// In a child forked from a process with a live session: [`ServerUnavailable::InheritedByFork`],
+/// never a fresh connect.
 pub fn current() -> Result<&'static Session, &'static ServerUnavailable> {
-    CURRENT
-        .get_or_init(|| {
-            let result = config::from_lookup(|k| std::env::var(k).ok())
-                .map_err(ServerUnavailable::from)
-                .and_then(|cfg| {
-                    Session::connect(&cfg).map_err(|source| ServerUnavailable::Unreachable {
-                        url: cfg.url.clone(),
-                        source,
-                    })
-                });
-            if let Err(why) = &result {
-                tracing::warn!("rgpu shim: reporting no CUDA devices: {why}");
-            }
-            result
-        })
-        .as_ref()
-        .inspect(|session| {
-            // Once per process: sends queued async calls when the program makes no call.
-            super::conn::start_flusher(&session.conn);
-        })
+    if fork::inherited() {
+        fork::log_inherited_once();
+        return Err(&INHERITED_BY_FORK);
+    }
+    let result = match CURRENT.get() {
+        Some(r) => r,
+        None => {
+            // Before the first connect, so a fork during it waits for it.
+            fork::register();
+            let _init = lock(&INIT);
+            CURRENT.get_or_init(connect_from_env)
+        }
+    };
+    result.as_ref().inspect(|session| {
+        // Once per process: sends queued async calls when the program makes no call.
+        super::conn::start_flusher(&session.conn);
+    })
+}
+
+fn connect_from_env() -> Result<Session, ServerUnavailable> {
+    let result = config::from_lookup(|k| std::env::var(k).ok())
+        .map_err(ServerUnavailable::from)
+        .and_then(|cfg| {
+            Session::connect(&cfg).map_err(|source| ServerUnavailable::Unreachable {
+                url: cfg.url.clone(),
+                source,
+            })
+        });
+    if let Err(why) = &result {
+        tracing::warn!("rgpu shim: reporting no CUDA devices: {why}");
+    }
+    result
 }
 
 /// The session for an entry point other than `cuInit`: `CUDA_ERROR_NOT_INITIALIZED` before a
-/// successful `cuInit`, as the driver answers.
+/// successful `cuInit`, as the driver answers, and in a forked child (see [`super::fork`]).
 pub fn initialized() -> Result<&'static Session, CUresult> {
+    if fork::inherited() {
+        fork::log_inherited_once();
+        return Err(crate::cuda_types::CUDA_ERROR_NOT_INITIALIZED);
+    }
     match CURRENT.get() {
         Some(Ok(session)) => Ok(session),
         _ => Err(crate::cuda_types::CUDA_ERROR_NOT_INITIALIZED),
     }
+}
+
+/// Where this process stands (atomic loads only: the fork child handler calls it).
+pub(crate) fn state() -> State {
+    if fork::inherited() {
+        return State::Inherited;
+    }
+    match CURRENT.get() {
+        None => State::Fresh,
+        Some(Ok(_)) => State::Connected,
+        Some(Err(_)) => State::Unavailable,
+    }
+}
+
+/// Every shim lock a forked child could otherwise inherit held, taken in the module's lock
+/// order by [`lock_for_fork`]; dropping it releases them.
+pub(crate) struct ForkLocks {
+    // Field order is drop order: the reverse of the lock order is not needed for unlocking,
+    // but keeps the reasoning simple.
+    _stderr: StderrLock<'static>,
+    _session: Option<SessionLocks>,
+    _init: MutexGuard<'static, ()>,
+}
+
+struct SessionLocks {
+    _handles: MutexGuard<'static, Handles>,
+    _conn: MutexGuard<'static, Conn>,
+    _attributes: MutexGuard<'static, HashMap<u32, i32>>,
+}
+
+/// Takes the init lock, the session's locks (when there is a session) and stderr, in the
+/// lock order. Waits for a call in flight on another thread (bounded by its reply timeout).
+pub(crate) fn lock_for_fork() -> ForkLocks {
+    let init = lock(&INIT);
+    let session = match CURRENT.get() {
+        Some(Ok(s)) => {
+            let attributes = lock(&s.attributes);
+            let conn = lock(&s.conn);
+            let handles = lock(&s.handles);
+            Some(SessionLocks {
+                _handles: handles,
+                _conn: conn,
+                _attributes: attributes,
+            })
+        }
+        _ => None,
+    };
+    ForkLocks {
+        _stderr: std::io::stderr().lock(),
+        _session: session,
+        _init: init,
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Poisoning: as in `Session::conn`, the protected state stays consistent.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Maps a remote failure to the `CUresult` the application sees. A device error passes

@@ -23,7 +23,7 @@ quota=$((64 << 20))
 # most runs, and the largest on one run (the first 13.x release, libcudart.so.13, over shm).
 sizes_quota=$((768 << 20)) sizes_pinned=$((512 << 20)) sizes_small=$((16 << 20)) sizes_big=$((256 << 20))
 # The programs of the remote suite (shim/tests/cudart/*.c, built by run.sh into BIN_DIR).
-programs=(remote_memory memory_sizes streams_events kernel_driver kernel_cudart alloc_ext nvml identity)
+programs=(remote_memory memory_sizes streams_events kernel_driver kernel_cudart alloc_ext nvml identity graphs)
 dir=$(mktemp -d)
 # shellcheck source=../../../scripts/lib/emulated-server.sh
 . scripts/lib/emulated-server.sh

@@ -186,6 +186,23 @@ done
 grep -q 'kernel real_kernel cannot run on the emulated device' "$dir/server.log" ||
   fail "the worker did not log why the real kernel's launch was refused"
 
+# Stream capture and graphs (graphs.c): a memset, a built-in kernel and a D2D copy captured on a
+# stream, nothing run during the capture, the graph launched 3 times and checked; a synchronous
+# copy during a capture is 900 and the capture ends 901.
+graphs_expected=(graph_setup not_capturing_before begin_capture capturing capture_info event_in_capture captured_calls
+  end_capture not_capturing_after nothing_ran_during_capture instantiate graph_launched_3_times destroy
+  sync_copy_refused capture_invalidated usable_after)
+for url in "$emu_shm_url" "$tcp_url"; do
+  echo "cudart: graphs over $url"
+  status=0
+  RGPU_LOG=rgpu_shim=info run_client "$url" "$bin/graphs" >"$dir/out" 2>"$dir/log" || status=$?
+  [[ $status -eq 0 ]] || fail "graphs over $url exited with status $status"
+  ! grep -q '^FAIL' "$dir/out" || fail "a graph check failed over $url"
+  for name in "${graphs_expected[@]}"; do grep -q "^ok $name\$" "$dir/out" || fail "missing graph check '$name' over $url"; done
+  grep -q '^done$' "$dir/out" || fail "graphs did not finish over $url"
+  ! grep -E 'not supported yet|unknown symbol|panic' "$dir/log" || fail "graphs reached an unimplemented entry (or a panic) over $url"
+done
+
 # NVIDIA's Python NVML bindings (what pynvml-based monitors and torch.cuda.utilization use),
 # installed once into the cache like the runtime.
 pynvml_dir=target/cudart-cache/pynvml
@@ -240,6 +257,46 @@ for url in "$emu_shm_url" "$tcp_url"; do
   grep -q '^done$' "$dir/out" || fail "uva did not finish over $url"
   grep -q 'a device range is also host memory in this process' "$dir/log" || fail "no conflict line over $url"
   ! grep -E 'not supported yet|unknown symbol|panic' "$dir/log" || fail "uva reached an unimplemented entry (or a panic) over $url"
+done
+
+# fork() and threads (fork_threads.c, fork_check.py): forked children of a process with CUDA
+# initialized get cudaErrorInitializationError / CUDA_ERROR_NOT_INITIALIZED, exit through _exit()
+# and exit() (the runtime's atexit teardown), never touch the parent's connection; the parent's
+# work before, between and after the forks is checked, also while another thread copies; then
+# 8 threads x 50 iterations of alloc / H2D / built-in kernel / memset / D2H / free on their own
+# streams, checked. The Python check forks through multiprocessing (a child forked before the
+# parent's cuInit connects on its own).
+fork_expected=(parent_init parent_work child_refused child_exit_runs_atexit child_exit_without_calls
+  parent_queued_work_survives_fork
+  parent_after_fork fork_while_busy parent_after_forks free)
+for url in "$emu_shm_url" "$tcp_url"; do
+  echo "cudart: fork_threads over $url"
+  status=0
+  RGPU_LOG=rgpu_shim=info run_client "$url" "$bin/fork_threads" fork >"$dir/out" 2>"$dir/log" || status=$?
+  [[ $status -eq 0 ]] || fail "fork_threads fork over $url exited with status $status"
+  ! grep -q '^FAIL' "$dir/out" || fail "a fork check failed over $url"
+  for name in "${fork_expected[@]}"; do grep -q "^ok $name\$" "$dir/out" || fail "missing fork check '$name' over $url"; done
+  grep -q '^done$' "$dir/out" || fail "fork_threads fork did not finish over $url"
+  grep -q 'forked from one that had initialized CUDA' "$dir/log" || fail "no forked-child line over $url"
+  ! grep -E 'panic|remote call failed' "$dir/log" || fail "fork_threads fork: a panic or a failed remote call over $url"
+  sed -n 's/^fork_while_busy: /  | /p' "$dir/out"
+  status=0
+  RGPU_LOG=rgpu_shim=info run_client "$url" "$bin/fork_threads" threads 8 50 >"$dir/out" 2>"$dir/log" || status=$?
+  [[ $status -eq 0 ]] || fail "fork_threads threads over $url exited with status $status"
+  for name in threads_setup threads_concurrent threads_context_clean; do
+    grep -q "^ok $name\$" "$dir/out" || fail "missing thread check '$name' over $url"
+  done
+  grep -q '^done$' "$dir/out" || fail "fork_threads threads did not finish over $url"
+  ! grep -E 'panic|unknown symbol' "$dir/log" || fail "fork_threads threads: a panic or unknown symbol over $url"
+  sed -n 's/^threads: /  | /p' "$dir/out"
+  status=0
+  RGPU_LOG=rgpu_shim=info run_client "$url" python3 shim/tests/cudart/fork_check.py >"$dir/out" 2>"$dir/log" || status=$?
+  [[ $status -eq 0 ]] || fail "fork_check.py over $url exited with status $status"
+  for name in py_fork_before_init_child_connects py_parent_init py_parent_work py_fork_after_init_refused \
+    py_parent_after_fork; do
+    grep -q "^ok $name\$" "$dir/out" || fail "missing Python fork check '$name' over $url"
+  done
+  grep -q '^done$' "$dir/out" || fail "fork_check.py did not finish over $url"
 done
 
 echo "cudart: a wrong token is refused (no device, one line naming the server)"

@@ -116,4 +116,8 @@ shim/tests/cudart/remote.sh "$profile" "$lib_dir" "$bin"
 # The CUDA 13.x runtimes (static and libcudart.so.13), without a server and over shm and tcp.
 shim/tests/cudart/cuda13.sh "$profile" "$lib_dir" "$bin"
 
+# PyTorch's default wheel (libcudart.so.13) over shm and tcp; opt-in (a 2.6 GB download), it
+# runs when RGPU_TEST_TORCH=1 or when target/torch-cache already holds it, and says when skipped.
+shim/tests/torch/run.sh "$profile" "$lib_dir"
+
 echo "cudart: all checks passed"

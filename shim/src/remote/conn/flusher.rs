@@ -18,7 +18,8 @@
 //! returns at once (submits), so the thread looks again one linger later instead of queueing
 //! behind it; it cannot deadlock with a caller and never makes a caller's unlock wake it. It
 //! is detached: at process exit it stops with the process, holding nothing that needs
-//! releasing; a forked child has no flusher (its batches go out at its next call).
+//! releasing. A forked child has no flusher (threads are not copied) and never starts one:
+//! it never uses the parent's connection (see `remote::fork`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once, TryLockError};
