@@ -7,6 +7,9 @@
 #   emu_server_start RGPU_BINARY DIR [CONFIG_TOML_LINES]   sets emu_server_pid, emu_tcp_url,
 #                                                          emu_shm_url, emu_token_file
 #   emu_server_stop                                        SIGTERM, bounded wait, then SIGKILL
+#
+# emu_server_backend=cuda before emu_server_start starts `--backend cuda` instead (the GPU suite,
+# shim/tests/cudart/remote_cuda.sh); the default stays emulated.
 
 emu_server_pid=
 emu_tcp_url=
@@ -24,7 +27,7 @@ emu_server_start() {
   head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$emu_token_file"
   printf 'metrics_listen = "127.0.0.1:0"\n%s\n' "$extra" >"$dir/rgpu.toml"
   emu_shm_url=shm://$dir/rgpu.sock
-  RGPU_LOG=warn "$rgpu" server --backend emulated --token-file "$emu_token_file" \
+  RGPU_LOG=warn "$rgpu" server --backend "${emu_server_backend:-emulated}" --token-file "$emu_token_file" \
     --config "$dir/rgpu.toml" --listen "$emu_shm_url" --listen tcp://127.0.0.1:0 \
     >"$dir/ready" 2>"$dir/server.log" &
   emu_server_pid=$!
@@ -35,7 +38,7 @@ emu_server_start() {
   done
   emu_tcp_url=$(sed -n 's/.*"\(tcp:\/\/[^"]*\)".*/\1/p' "$dir/ready")
   if [[ -z $emu_tcp_url ]]; then
-    echo "the emulated rgpu server did not start; its log:" >&2
+    echo "the ${emu_server_backend:-emulated} rgpu server did not start; its log:" >&2
     cat "$dir/server.log" >&2
     return 1
   fi

@@ -74,6 +74,15 @@ pub const CLIENT_BYTES: u64 = 32 << 20;
 impl Server {
     /// Starts a server with the test token and `pool` TOML lines.
     pub fn start(pool_toml: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_backend("emulated", pool_toml, env)
+    }
+
+    /// Starts a server on `backend` (`emulated` or `cuda`). For `cuda` the
+    /// daemon's `LD_LIBRARY_PATH` loses the directories holding a
+    /// `libcuda.so.1` (cargo puts `target/*/`, where the shim lies, on it),
+    /// the same scrub the daemon applies to its workers, and `LD_PRELOAD`
+    /// is removed, so the daemon probes the system's driver.
+    pub fn start_backend(backend: &str, pool_toml: &str, env: &[(&str, &str)]) -> Self {
         let dir = TempDir::new();
         let token_file = dir.0.join("token");
         std::fs::write(&token_file, format!("{TOKEN_HEX}\n")).unwrap();
@@ -84,9 +93,9 @@ impl Server {
         )
         .unwrap();
         let shm = dir.0.join("rgpu.sock");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rgpu"));
+        let mut cmd = Command::new(rgpu_bin());
         cmd.arg("server")
-            .args(["--backend", "emulated", "--listen", "tcp://127.0.0.1:0"])
+            .args(["--backend", backend, "--listen", "tcp://127.0.0.1:0"])
             .arg("--listen")
             .arg(format!("shm://{}", shm.display()))
             .arg("--token-file")
@@ -99,6 +108,9 @@ impl Server {
             )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        if backend != "emulated" {
+            scrub_shim(&mut cmd);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -204,6 +216,30 @@ impl Drop for Server {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// The `rgpu` binary under test: cargo's, or `RGPU_TEST_RGPU_BIN` when the
+/// test executable runs away from its build tree (the GPU suite's pack,
+/// `scripts/gpu-suite`).
+pub fn rgpu_bin() -> PathBuf {
+    std::env::var_os("RGPU_TEST_RGPU_BIN")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_rgpu")), PathBuf::from)
+}
+
+/// Keeps the shim away from a process that must load the real driver:
+/// removes `LD_PRELOAD` and drops the `LD_LIBRARY_PATH` directories that
+/// hold a `libcuda.so.1` (the policy the daemon applies to its workers).
+pub fn scrub_shim(cmd: &mut Command) {
+    cmd.env_remove("LD_PRELOAD");
+    if let Some(path) = std::env::var_os("LD_LIBRARY_PATH") {
+        let kept: Vec<PathBuf> = std::env::split_paths(&path)
+            .filter(|d| !d.as_os_str().is_empty() && !d.join("libcuda.so.1").exists())
+            .collect();
+        match std::env::join_paths(kept) {
+            Ok(v) if !v.is_empty() => cmd.env("LD_LIBRARY_PATH", v),
+            _ => cmd.env_remove("LD_LIBRARY_PATH"),
+        };
     }
 }
 

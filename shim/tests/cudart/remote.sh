@@ -5,7 +5,15 @@
 # stopped at the end and on any failure.
 #
 #   shim/tests/cudart/remote.sh PROFILE LIB_DIR BIN_DIR     (called by run.sh, from the repo root)
+#
+# RGPU_TEST_BACKEND=cuda runs remote_cuda.sh instead: `--backend cuda` and the programs that make
+# sense on a real GPU (the GPU suite, scripts/gpu-suite). Unset or `emulated`: this script.
 set -euo pipefail
+case ${RGPU_TEST_BACKEND:-emulated} in
+  emulated) ;;
+  cuda) exec shim/tests/cudart/remote_cuda.sh "$@" ;;
+  *) echo "FAIL: RGPU_TEST_BACKEND must be emulated or cuda, not '$RGPU_TEST_BACKEND'"; exit 1 ;;
+esac
 profile=$1 lib_dir=$2 bin=$3
 rgpu=target/$profile/rgpu
 [[ -x $rgpu ]] || { echo "FAIL: $rgpu not built"; exit 1; }
