@@ -17,13 +17,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::{alive, bytes, reserved, Conn, Kind, Server, CLIENT_BYTES, WAIT};
+use common::{
+    alive, bytes, reserved, spawn_transferring_child, Conn, Kind, Server, CLIENT_BYTES, WAIT,
+};
 use rgpu_gpu_worker::cuda::{cache::sha256, ptx};
 use rgpu_proto::{
     Blob, Call, CudaError, DevicePtr, FunctionHandle, FunctionLookup, Launch, ModuleHandle,
@@ -32,10 +34,6 @@ use rgpu_proto::{
 
 /// Set: a test that cannot reach a GPU fails instead of skipping.
 const REQUIRE_GPU_ENV: &str = "RGPU_REQUIRE_GPU";
-/// Env var turning this test binary into a client process (for SIGKILL).
-const CHILD_ENV: &str = "RGPU_CUDA_TEST_CHILD";
-/// Line the child client prints once it is mid-transfer.
-const CHILD_READY: &str = "RGPU-CUDA-CHILD-TRANSFERRING";
 /// SIGKILL cycles by default (each starts a worker and a CUDA context);
 /// `RGPU_SIGKILL_CYCLES` overrides.
 const SIGKILL_CYCLES_DEFAULT: usize = 10;
@@ -425,26 +423,7 @@ fn garbage_frames_leave_a_working_client_unaffected() {
 #[test]
 #[ignore = "child-process entry point of sigkilled_clients_free_their_worker_and_gpu_memory"]
 fn sigkill_child_client() {
-    let spec = std::env::var(CHILD_ENV).expect("runs only as the SIGKILL test's child process");
-    let mut it = spec.splitn(3, '|');
-    let kind = if it.next() == Some("shm") {
-        Kind::Shm
-    } else {
-        Kind::Tcp
-    };
-    let shm = it.next().unwrap().into();
-    let tcp = it.next().unwrap().to_string();
-    let s = Server::client_view(shm, tcp);
-    let mut c = Conn::open(&s, kind);
-    let data = bytes(1, 1 << 20);
-    let p = c.alloc(8 << 20).unwrap();
-    c.h2d(p, &data).unwrap();
-    println!("{CHILD_READY}");
-    let deadline = Instant::now() + WAIT;
-    while Instant::now() < deadline {
-        c.h2d(p, &data).unwrap();
-    }
-    panic!("the parent never killed this client");
+    common::sigkill_child_client_main()
 }
 
 #[test]
@@ -457,33 +436,9 @@ fn sigkilled_clients_free_their_worker_and_gpu_memory() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(SIGKILL_CYCLES_DEFAULT);
     let server = server(&[]);
-    let exe = std::env::current_exe().unwrap();
     for i in 0..cycles {
-        let kind = if i % 2 == 0 { "shm" } else { "tcp" };
-        let spec = format!("{kind}|{}|{}", server.shm.display(), server.tcp);
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "sigkill_child_client",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, spec)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        loop {
-            let l = lines
-                .next()
-                .expect("child ended before transferring")
-                .unwrap();
-            if l.contains(CHILD_READY) {
-                break;
-            }
-        }
+        let kind = if i % 2 == 0 { Kind::Shm } else { Kind::Tcp };
+        let mut child = spawn_transferring_child(&server, kind);
         let s = server.status();
         let clients = s["clients"].as_array().unwrap();
         assert_eq!(clients.len(), 1, "cycle {i}: {s}");

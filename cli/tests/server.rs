@@ -3,18 +3,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
+use std::process::Command;
 use std::sync::{Arc, Barrier};
-use std::time::Instant;
 
-use common::{alive, bytes, reserved, Conn, Kind, Server, CLIENT_BYTES, WAIT};
+use common::{alive, bytes, reserved, spawn_transferring_child, Conn, Kind, Server, CLIENT_BYTES};
 use rgpu_proto::CudaError;
-
-/// Env var turning this test binary into a client process (for SIGKILL).
-const CHILD_ENV: &str = "RGPU_CLI_TEST_CHILD";
-/// Line the child client prints once it is mid-transfer.
-const CHILD_READY: &str = "RGPU-CHILD-TRANSFERRING";
 
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
@@ -318,28 +312,7 @@ fn server_without_a_token_refuses_to_start_unless_told_the_danger() {
 #[test]
 #[ignore = "child-process entry point of sigkill_mid_transfer; run by that test"]
 fn sigkill_child_client() {
-    let spec = std::env::var(CHILD_ENV)
-        .expect("sigkill_child_client runs only as the SIGKILL test's child process");
-    let (kind, shm, tcp) = {
-        let mut it = spec.splitn(3, '|');
-        let k = if it.next() == Some("shm") {
-            Kind::Shm
-        } else {
-            Kind::Tcp
-        };
-        (k, it.next().unwrap().into(), it.next().unwrap().to_string())
-    };
-    let s = Server::client_view(shm, tcp);
-    let mut c = Conn::open(&s, kind);
-    let data = bytes(1, 1 << 20);
-    let p = c.alloc(8 << 20).unwrap();
-    c.h2d(p, &data).unwrap();
-    println!("{CHILD_READY}");
-    let deadline = Instant::now() + WAIT;
-    while Instant::now() < deadline {
-        c.h2d(p, &data).unwrap();
-    }
-    panic!("the parent never killed this client");
+    common::sigkill_child_client_main()
 }
 
 #[test]
@@ -350,33 +323,9 @@ fn sigkilled_clients_free_their_worker_and_pool_share() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
     let server = Server::standard();
-    let exe = std::env::current_exe().unwrap();
     for i in 0..cycles {
-        let kind = if i % 2 == 0 { "shm" } else { "tcp" };
-        let spec = format!("{kind}|{}|{}", server.shm.display(), server.tcp);
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "sigkill_child_client",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, spec)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        loop {
-            let l = lines
-                .next()
-                .expect("child ended before transferring")
-                .unwrap();
-            if l.contains(CHILD_READY) {
-                break;
-            }
-        }
+        let kind = if i % 2 == 0 { Kind::Shm } else { Kind::Tcp };
+        let mut child = spawn_transferring_child(&server, kind);
         let s = server.status();
         let clients = s["clients"].as_array().unwrap();
         assert_eq!(clients.len(), 1, "cycle {i}: {s}");

@@ -500,6 +500,80 @@ impl Conn {
     }
 }
 
+/// Environment variable that tells a test binary's ignored `sigkill_child_client`
+/// entry point which server to copy to (`shm|SHM_PATH|TCP_URL` or `tcp|…`).
+pub const SIGKILL_CHILD_ENV: &str = "RGPU_CLI_TEST_CHILD";
+/// Line that child prints once it is mid-transfer.
+pub const SIGKILL_CHILD_READY: &str = "RGPU-CHILD-TRANSFERRING";
+
+/// The child side of a SIGKILL test: connects to the server named in
+/// [`SIGKILL_CHILD_ENV`], starts copying, says [`SIGKILL_CHILD_READY`], then
+/// copies until the parent kills it. Each test binary with a SIGKILL test calls
+/// this from an ignored `#[test] fn sigkill_child_client`.
+pub fn sigkill_child_client_main() -> ! {
+    let spec = std::env::var(SIGKILL_CHILD_ENV)
+        .expect("sigkill_child_client runs only as a SIGKILL test's child process");
+    let mut it = spec.splitn(3, '|');
+    let kind = if it.next() == Some("shm") {
+        Kind::Shm
+    } else {
+        Kind::Tcp
+    };
+    let shm = it.next().unwrap().into();
+    let tcp = it.next().unwrap().to_string();
+    let s = Server::client_view(shm, tcp);
+    let mut c = Conn::open(&s, kind);
+    let data = bytes(1, 1 << 20);
+    let p = c.alloc(8 << 20).unwrap();
+    c.h2d(p, &data).unwrap();
+    println!("{SIGKILL_CHILD_READY}");
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        c.h2d(p, &data).unwrap();
+    }
+    panic!("the parent never killed this client");
+}
+
+/// Starts this test binary's `sigkill_child_client` with `spec`.
+fn spawn_sigkill_child(spec: &str) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "sigkill_child_client",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(SIGKILL_CHILD_ENV, spec)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// The parent side: runs this test binary's `sigkill_child_client` against
+/// `server` over `kind` and returns once the child is mid-transfer.
+pub fn spawn_transferring_child(server: &Server, kind: Kind) -> Child {
+    let kind = match kind {
+        Kind::Shm => "shm",
+        Kind::Tcp => "tcp",
+    };
+    let spec = format!("{kind}|{}|{}", server.shm.display(), server.tcp);
+    let mut child = spawn_sigkill_child(&spec);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains(SIGKILL_CHILD_READY) {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "child ended before transferring"
+        );
+    }
+    // Keep the pipe open while the child runs.
+    child.stdout = Some(out.into_inner());
+    child
+}
+
 /// Deterministic test bytes.
 pub fn bytes(seed: u64, n: usize) -> Vec<u8> {
     (0..n)
